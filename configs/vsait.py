@@ -1,0 +1,68 @@
+"""The paper configuration of VSAIT (Theiss et al., ECCV 2022), value for value.
+
+Every hyper-parameter of a run lives here; `configs/*.py` derive from this file
+and change only what they must. Override any field from the command line with
+`--config.path.to.field=value`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the official VSAIT configuration (configs/vsait.yaml of the reference)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.total_steps = 200_000
+  # Dtype of activations; parameters and optimizer states stay float32.
+  # bfloat16 is recommended on GPU/TPU.
+  config.compute_dtype = "float32"
+
+  config.model = ml_collections.ConfigDict()
+  config.model.in_channels = 3
+  config.model.out_channels = 3
+  config.model.res_blocks = 9  # split R - R//2 encoder, R//2 decoder
+  config.model.res_channels = 64
+  # "imagenet": torchvision's VGG19 weights (downloaded, checksummed, cached);
+  # "random": seeded He-normal weights (tests, offline demos); or a path to a
+  # converted .npz / torchvision .pth file.
+  config.model.vgg_weights = "imagenet"
+  config.model.lsh_out_channels = 4096  # hypervector dimension D
+  config.model.lsh_kernel_sizes = (16, 8, 4, 2, 1)  # one per VGG return node
+  config.model.lsh_strides = (16, 8, 4, 2, 1)
+  # Map network widths; empty means the official default (D, D).
+  config.model.map_net_channels = ()
+  config.model.discriminator_channels = (1024, 1024, 1)
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.vsa_coef = 10.0
+  config.loss.gan = "hinge"
+
+  config.optimizer = ml_collections.ConfigDict()
+  # torch.optim.Adam with L2 weight decay added to the gradient (not AdamW).
+  config.optimizer.g = ml_collections.ConfigDict(
+      dict(learning_rate=1e-4, b1=0.0, b2=0.9, eps=1e-8, weight_decay=1e-4))
+  config.optimizer.d = ml_collections.ConfigDict(
+      dict(learning_rate=4e-4, b1=0.0, b2=0.9, eps=1e-8, weight_decay=1e-4))
+  # StepLR: multiply both learning rates by `lr_decay_factor` every
+  # `lr_decay_steps` optimizer steps.
+  config.optimizer.lr_decay_steps = 100_000
+  config.optimizer.lr_decay_factor = 0.5
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "folder:data/source/train"
+  config.data.target = "folder:data/target/train"
+  config.data.source_labels = ""  # "" = none; a folder matched by relative path
+  config.data.with_labels = False
+  config.data.batch_size = 1  # global batch, split over all devices
+  # Ops applied to each image, in order (labels follow the geometric ones).
+  config.data.preprocess = (
+      "resize(256,512)|random_crop(256,256)|flip_lr|value_range(-1,1)")
+  config.data.worker_count = 0  # grain worker processes per host
+  # Threads decoding and preprocessing in each process, and how many
+  # preprocessed examples each domain keeps ready.
+  config.data.read_threads = 8
+  config.data.prefetch_buffer_size = 32
+  config.data.tfds_data_dir = ""  # "" = TFDS's default ($TFDS_DATA_DIR)
+  config.data.shuffle_seed = 0
+
+  return config

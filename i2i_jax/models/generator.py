@@ -1,0 +1,139 @@
+"""The VSAIT ResNet generator (the reference's `ResNetGenerator`, paper config).
+
+Layout for `res_blocks = R` and base width `C` (`[B, H, W, 3] -> [B, H, W, 3]`):
+
+  encoder: conv7x7(3->C) | conv3x3(C->2C), blur-down | conv3x3(2C->4C), blur-down
+           | R - R//2 residual blocks
+  decoder: R//2 residual blocks | blur-up, conv3x3(4C->2C) | blur-up, conv3x3(2C->C)
+           | conv7x7(C->3), tanh
+
+Every conv pads by reflection and (except the output conv) is followed by
+instance norm and ReLU. H and W must be divisible by 4.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from i2i_jax.models import layers
+
+
+def gaussian_kernel(size: int, scale: float = 1.0) -> np.ndarray:
+  """2-D Gaussian (sigma 1) centred on the kernel, summing to `scale`: [size, size] float32."""
+  coords = np.arange(size, dtype=np.float64) - (size / 2.0 - 0.5)
+  squared = coords[:, None] ** 2 + coords[None, :] ** 2
+  kernel = np.exp(-squared / 2.0)
+  return (scale * kernel / kernel.sum()).astype(np.float32)
+
+
+def _depthwise_kernel_init(size: int, scale: float, channels: int):
+  return lambda: jnp.asarray(
+      np.tile(gaussian_kernel(size, scale)[:, :, None, None], (1, 1, 1, channels)))
+
+
+class GaussianDownsample(nn.Module):
+  """Blur with a 3x3 Gaussian and take every second pixel: [B, H, W, C] -> [B, H/2, W/2, C].
+
+  The kernel is a fixed buffer (collection "constants", [3, 3, 1, C]) so that
+  weights imported from the reference are used bit for bit.
+  """
+  channels: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.variable("constants", "kernel",
+                           _depthwise_kernel_init(3, 1.0, self.channels)).value
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=(2, 2), padding=((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.channels)
+
+
+class GaussianUpsample(nn.Module):
+  """Transposed 4x4 Gaussian conv, stride 2: [B, H, W, C] -> [B, 2H, 2W, C].
+
+  The reference zero-pads by 1, runs `conv_transpose2d(stride=2, padding=2)` with
+  `4 * g4` and crops one pixel from every side; with a symmetric kernel that is
+  an input-dilated convolution.
+  """
+  channels: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.variable("constants", "kernel",
+                           _depthwise_kernel_init(4, 4.0, self.channels)).value
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=(1, 1), padding=((1, 1), (1, 1)),
+        lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.channels)
+    return y[:, 1:-1, 1:-1, :]
+
+
+class ConvNormReLU(nn.Module):
+  """Reflection pad, conv (with bias), instance norm, ReLU."""
+  features: int
+  kernel_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = layers.reflect_pad(x, self.kernel_size // 2)
+    x = nn.Conv(self.features, (self.kernel_size,) * 2, padding="VALID",
+                dtype=self.dtype, kernel_init=layers.xavier_normal_gain_02,
+                name="conv")(x)
+    return nn.relu(layers.instance_norm(x))
+
+
+class ResidualBlock(nn.Module):
+  """`x + IN(conv3x3(pad(ReLU(IN(conv3x3(pad(x)))))))`, no activation after the sum."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    y = ConvNormReLU(features, 3, self.dtype, name="conv_0")(x)
+    y = layers.reflect_pad(y, 1)
+    y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
+                kernel_init=layers.xavier_normal_gain_02, name="conv_1")(y)
+    return x + layers.instance_norm(y)
+
+
+class ResNetGenerator(nn.Module):
+  """The translator G: images [B, H, W, in] in [-1, 1] -> [B, H, W, out] in (-1, 1).
+
+  Attributes:
+    res_channels: base width C (the paper uses 64).
+    res_blocks: residual blocks R (the paper uses 9); R - R//2 in the encoder.
+    out_channels: channels of the output image.
+    dtype: compute dtype; parameters stay float32.
+  """
+  res_channels: int = 64
+  res_blocks: int = 9
+  out_channels: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    width = self.res_channels
+    encoder_blocks = self.res_blocks - self.res_blocks // 2
+    x = images.astype(self.dtype)
+    x = ConvNormReLU(width, 7, self.dtype, name="encoder_in")(x)
+    x = ConvNormReLU(2 * width, 3, self.dtype, name="encoder_down_0")(x)
+    x = GaussianDownsample(2 * width, name="encoder_blur_0")(x)
+    x = ConvNormReLU(4 * width, 3, self.dtype, name="encoder_down_1")(x)
+    x = GaussianDownsample(4 * width, name="encoder_blur_1")(x)
+    for i in range(encoder_blocks):
+      x = ResidualBlock(self.dtype, name=f"encoder_res_{i}")(x)
+    for i in range(self.res_blocks - encoder_blocks):
+      x = ResidualBlock(self.dtype, name=f"decoder_res_{i}")(x)
+    x = GaussianUpsample(4 * width, name="decoder_blur_0")(x)
+    x = ConvNormReLU(2 * width, 3, self.dtype, name="decoder_up_0")(x)
+    x = GaussianUpsample(2 * width, name="decoder_blur_1")(x)
+    x = ConvNormReLU(width, 3, self.dtype, name="decoder_up_1")(x)
+    x = layers.reflect_pad(x, 3)
+    x = nn.Conv(self.out_channels, (7, 7), padding="VALID", dtype=self.dtype,
+                kernel_init=layers.xavier_normal_gain_02, name="decoder_out")(x)
+    return jnp.tanh(x)

@@ -1,0 +1,227 @@
+"""Train state, optimizers from config, and the pure VSAIT train step.
+
+One step reproduces one optimisation batch of the reference solver:
+
+  G step: loss_G = vsa_coef * vsa + adv, gradients for the generator and the map
+          network (the reference's `model.g_net` prefix matches both), Adam update.
+  D step: with the *updated* generator and map network, three hinge terms (two
+          fakes: the translation's and the mapped source's hypervectors; one real:
+          the target's), Adam update of the discriminator.
+
+The VGG and the LSH projections are frozen constants: no optimizer sees them.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from i2i_jax import losses, vsa
+from i2i_jax.models import vsait
+
+Variables = dict[str, Any]
+
+
+def learning_rate_schedule(opt_config: ml_collections.ConfigDict, decay_steps: int,
+                           decay_factor: float) -> optax.Schedule:
+  """`torch.optim.lr_scheduler.StepLR`: lr * factor ** (step // decay_steps).
+
+  Written out rather than `optax.exponential_decay(staircase=True)` because that
+  returns float32 for an int32 step count even under `jax_enable_x64`, which
+  moves a float64 Adam step by ~1e-12 (outside the reference parity tolerance).
+  """
+  learning_rate = opt_config.learning_rate
+
+  def schedule(count: jax.Array) -> jax.Array:
+    exponent = (count // decay_steps).astype(jnp.result_type(float))
+    return learning_rate * decay_factor**exponent
+
+  return schedule
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict, decay_steps: int,
+                   decay_factor: float) -> optax.GradientTransformation:
+  """`torch.optim.Adam(weight_decay=wd)` + StepLR, from optax pieces.
+
+  PyTorch's Adam adds `wd * param` to the gradient *before* the moment
+  estimates (L2 regularisation, not AdamW's decoupled decay), hence the order.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(opt_config.weight_decay),
+      optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
+      optax.scale_by_learning_rate(
+          learning_rate_schedule(opt_config, decay_steps, decay_factor)),
+  )
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (a pytree; checkpointed whole).
+
+  Attributes:
+    step: int32 scalar, optimisation batches done.
+    variables: all networks' variables (see `i2i_jax.models.vsait`).
+    g_opt_state: optimizer state of the generator and map network.
+    d_opt_state: optimizer state of the discriminator.
+  """
+  step: jax.Array
+  variables: Variables
+  g_opt_state: optax.OptState
+  d_opt_state: optax.OptState
+
+
+def generator_params(variables: Variables) -> Variables:
+  """The parameters the G optimizer trains: generator and map network."""
+  return {"generator": variables["generator"]["params"],
+          "map_net": variables["map_net"]["params"]}
+
+
+def discriminator_params(variables: Variables) -> Variables:
+  return variables["discriminator"]["params"]
+
+
+def _with_generator_params(variables: Variables, g_params: Variables) -> Variables:
+  return {**variables,
+          "generator": {**variables["generator"], "params": g_params["generator"]},
+          "map_net": {**variables["map_net"], "params": g_params["map_net"]}}
+
+
+def _with_discriminator_params(variables: Variables, d_params: Variables) -> Variables:
+  return {**variables, "discriminator": {**variables["discriminator"], "params": d_params}}
+
+
+@flax.struct.dataclass
+class StepFunctions:
+  """The static parts of a step: modules, optimizers and loss settings."""
+  modules: vsait.VSAITModules = flax.struct.field(pytree_node=False)
+  g_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  d_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  vsa_coef: float = flax.struct.field(pytree_node=False)
+  gan_loss: str = flax.struct.field(pytree_node=False, default="hinge")
+
+
+def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
+  """Builds modules and optimizers from the whole config."""
+  if config.loss.gan not in losses.GENERATOR_GAN_LOSSES:
+    raise ValueError(f"config.loss.gan={config.loss.gan!r} is not one of "
+                     f"{sorted(losses.GENERATOR_GAN_LOSSES)}")
+  opt = config.optimizer
+  return StepFunctions(
+      modules=vsait.build_modules(config.model, jnp.dtype(config.compute_dtype)),
+      g_optimizer=make_optimizer(opt.g, opt.lr_decay_steps, opt.lr_decay_factor),
+      d_optimizer=make_optimizer(opt.d, opt.lr_decay_steps, opt.lr_decay_factor),
+      vsa_coef=config.loss.vsa_coef,
+      gan_loss=config.loss.gan,
+  )
+
+
+def create_train_state(fns: StepFunctions, variables: Variables) -> TrainState:
+  """A fresh state (step 0, empty optimizer moments) around `variables`."""
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      variables=variables,
+      g_opt_state=fns.g_optimizer.init(generator_params(variables)),
+      d_opt_state=fns.d_optimizer.init(discriminator_params(variables)),
+  )
+
+
+def generator_loss(g_params: Variables, variables: Variables, source: jax.Array,
+                   fns: StepFunctions) -> tuple[jax.Array, dict[str, Any]]:
+  """`vsa_coef * vsa + adv` for a batch of sources [B, H, W, 3] in [-1, 1].
+
+  The VSA term sees the map network's key and the source hypervectors as
+  constants (the map network learns only through the adversarial term).
+
+  Returns:
+    (total loss, aux) with aux["losses"] = {"vsa", "adv", "total"} and
+    aux["outputs"] = {"translated", "hv_source", "hv_translated", "key",
+    "hv_source_bound", "d_translated", "d_source_bound"} for inspection.
+  """
+  modules = fns.modules
+  variables = _with_generator_params(variables, g_params)
+  translated = modules.generator.apply(variables["generator"], source)
+  hv_translated = modules.hypervectors(variables, translated)
+  hv_source = jax.lax.stop_gradient(modules.hypervectors(variables, source))
+  key = modules.map_net.apply(variables["map_net"], hv_source)
+  vsa_term = losses.vsa_loss(
+      vsa.unbind(hv_translated, jax.lax.stop_gradient(key)), hv_source)
+  hv_source_bound = vsa.bind(hv_source, key)
+  d_translated = modules.discriminator.apply(variables["discriminator"], hv_translated)
+  d_source_bound = modules.discriminator.apply(variables["discriminator"], hv_source_bound)
+  adv = losses.GENERATOR_GAN_LOSSES[fns.gan_loss]([d_translated, d_source_bound])
+  total = fns.vsa_coef * vsa_term + adv
+  aux = {
+      "losses": {"vsa": vsa_term, "adv": adv, "total": total},
+      "outputs": {"translated": translated, "hv_source": hv_source,
+                  "hv_translated": hv_translated, "key": key,
+                  "hv_source_bound": hv_source_bound, "d_translated": d_translated,
+                  "d_source_bound": d_source_bound},
+  }
+  return total, aux
+
+
+def discriminator_inputs(variables: Variables, source: jax.Array, target: jax.Array,
+                         hv_source: jax.Array, fns: StepFunctions) -> dict[str, jax.Array]:
+  """What the D step discriminates, from the (already updated) generator and map network.
+
+  Returns:
+    {"translated": [B,H,W,3], "hv_translated", "hv_source_bound", "hv_target": [B,h,w,D]}.
+  """
+  modules = fns.modules
+  translated = modules.generator.apply(variables["generator"], source)
+  key = modules.map_net.apply(variables["map_net"], hv_source)
+  return {
+      "translated": translated,
+      "hv_translated": modules.hypervectors(variables, translated),
+      "hv_source_bound": vsa.bind(hv_source, key),
+      "hv_target": modules.hypervectors(variables, target),
+  }
+
+
+def discriminator_loss(d_params: Variables, inputs: dict[str, jax.Array],
+                       fns: StepFunctions) -> tuple[jax.Array, dict[str, Any]]:
+  """Hinge loss of the discriminator on two fakes and one real (weights 1/3 each)."""
+  apply = lambda hv: fns.modules.discriminator.apply({"params": d_params}, hv)
+  d_translated = apply(inputs["hv_translated"])
+  d_source_bound = apply(inputs["hv_source_bound"])
+  d_target = apply(inputs["hv_target"])
+  total = losses.DISCRIMINATOR_GAN_LOSSES[fns.gan_loss](
+      [d_translated, d_source_bound], [d_target])
+  return total, {"d_translated": d_translated, "d_source_bound": d_source_bound,
+                 "d_target": d_target}
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               fns: StepFunctions) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One reference optimisation batch: G (and map network) update, then D update.
+
+  Args:
+    state: current state.
+    batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1].
+    fns: static step functions (close over them with functools.partial before jit).
+  Returns:
+    (new state, scalar metrics: g_vsa, g_adv, g_total, d_total).
+  """
+  source = batch["source"]
+  g_params = generator_params(state.variables)
+  (_, g_aux), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
+      g_params, state.variables, source, fns)
+  g_updates, g_opt_state = fns.g_optimizer.update(g_grads, state.g_opt_state, g_params)
+  variables = _with_generator_params(state.variables, optax.apply_updates(g_params, g_updates))
+
+  d_inputs = jax.lax.stop_gradient(discriminator_inputs(
+      variables, source, batch["target"], g_aux["outputs"]["hv_source"], fns))
+  d_params = discriminator_params(variables)
+  (d_total, _), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
+      d_params, d_inputs, fns)
+  d_updates, d_opt_state = fns.d_optimizer.update(d_grads, state.d_opt_state, d_params)
+  variables = _with_discriminator_params(variables, optax.apply_updates(d_params, d_updates))
+
+  metrics = {f"g_{k}": v for k, v in g_aux["losses"].items()}
+  metrics["d_total"] = d_total
+  new_state = state.replace(step=state.step + 1, variables=variables,
+                            g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+  return new_state, metrics
