@@ -1,0 +1,270 @@
+"""grain input pipelines: two unpaired domains, batched together.
+
+`make_train_iterator(config.data, seed=...)` streams
+
+  {"source": [B_host, H, W, 3] float32 in [-1, 1],
+   "target": [B_host, H, W, 3] float32 in [-1, 1],
+   "source_label": [B_host, H, W] uint8 (only with data.with_labels)}
+
+with B_host = data.batch_size // process_count. Each domain is its own grain
+pipeline: its host's shard of the source (`jax.process_index()`), shuffled
+with its own seed, repeated forever (reshuffled each epoch), decoded and
+preprocessed in `data.read_threads` threads, bad records dropped, batched; the
+two are zipped and, with `data.worker_count > 0`, run in that many worker
+processes. Everything is deterministic given the seeds and the worker count.
+
+Bad inputs (see `sources.py`) are dropped, each with a warning naming the file,
+and counted. The count travels with the batches out of the worker processes;
+the returned iterator keeps the totals, logs a summary line whenever a domain
+completes an epoch, and gives it on demand:
+
+  it = make_train_iterator(config.data, seed=config.seed)
+  ...
+  logging.info(it.skipped_summary())   # e.g. at the end of training
+  it.skipped                           # {"source": 1, "target": 0}
+
+The iterator's state (`get_state()`/`set_state()`; grain.checkpoint handlers
+for Orbax) holds the position of every worker and the skip totals, so a
+restored iterator continues with exactly the batch that would have come next.
+
+Worker processes (data.worker_count > 0) need absl flags parsed, as
+`absl.app.run` does; elsewhere (notebooks, tests) call
+`absl.flags.FLAGS.mark_as_parsed()` first.
+"""
+
+from typing import Any
+
+from absl import logging
+import grain
+import ml_collections
+import numpy as np
+
+from i2i_jax.data import preprocess
+from i2i_jax.data import sources
+
+_SKIPPED_KEY = "skipped"
+DOMAINS = ("source", "target")
+
+
+class _DropBadRecords(grain.IterDataset):
+  """Drops records the source could not read; logs and counts them.
+
+  Each good record gets `"skipped"`: how many bad ones were dropped right
+  before it, so that the count reaches the main process with the batches.
+  """
+
+  def __init__(self, parent: grain.IterDataset, name: str, max_consecutive: int):
+    super().__init__(parent)
+    self._name, self._max_consecutive = name, max_consecutive
+
+  def __iter__(self):
+    return _DropBadRecordsIterator(self._parent.__iter__(), self._name,
+                                   self._max_consecutive)
+
+  def __str__(self) -> str:
+    return f"DropBadRecords({self._name})"
+
+
+class _DropBadRecordsIterator(grain.DatasetIterator):
+
+  def __init__(self, parent, name, max_consecutive):
+    super().__init__(parent)
+    self._name, self._max_consecutive = name, max_consecutive
+
+  def __next__(self):
+    skipped = 0
+    while True:
+      record = next(self._parent)
+      if not sources.is_bad(record):
+        record = dict(record)
+        record[_SKIPPED_KEY] = skipped
+        return record
+      skipped += 1
+      logging.warning("input pipeline: %s: skipped %r: %s", self._name,
+                      record["relpath"], record[sources.ERROR_KEY])
+      if skipped > self._max_consecutive:
+        raise RuntimeError(
+            f"input pipeline: {self._name}: {skipped} consecutive records could "
+            "not be read (see the warnings above); is every file broken?")
+
+  def get_state(self):
+    return self._parent.get_state()
+
+  def set_state(self, state):
+    self._parent.set_state(state)
+
+
+class _CountSkipped(grain.IterDataset):
+  """Main-process end of the pipeline: takes the skip counts off the batches."""
+
+  def __init__(self, parent: grain.IterDataset, names: dict[str, str],
+               epoch_sizes: dict[str, int]):
+    super().__init__(parent)
+    self._names, self._epoch_sizes = names, epoch_sizes
+
+  def __iter__(self):
+    return TrainIterator(self._parent.__iter__(), self._names, self._epoch_sizes)
+
+
+class TrainIterator(grain.DatasetIterator):
+  """The iterator `make_train_iterator` returns.
+
+  Attributes:
+    skipped: {"source": int, "target": int}, bad records dropped so far on
+      this host (restored with the iterator state).
+  """
+
+  def __init__(self, parent, names, epoch_sizes):
+    super().__init__(parent)
+    self._names, self._epoch_sizes = names, epoch_sizes
+    self.skipped = {domain: 0 for domain in names}
+    self._records_read = {domain: 0 for domain in names}
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = dict(next(self._parent))
+    for domain in self._names:
+      skipped = int(np.sum(batch.pop(f"{_SKIPPED_KEY}_{domain}")))
+      before = self._records_read[domain] // self._epoch_sizes[domain]
+      self.skipped[domain] += skipped
+      self._records_read[domain] += skipped + len(batch[domain])
+      if self._records_read[domain] // self._epoch_sizes[domain] > before:
+        logging.info("input pipeline: %s epoch %d done; %s", domain,
+                     before + 1, self.skipped_summary())
+    return batch
+
+  def skipped_summary(self) -> str:
+    """One line: how many bad records each domain skipped so far."""
+    counts = ", ".join(f"{domain} {self._names[domain]}: {self.skipped[domain]}"
+                       for domain in self._names)
+    return f"input pipeline: skipped bad records ({counts})"
+
+  def get_state(self) -> dict[str, Any]:
+    return {"pipeline": self._parent.get_state(), "skipped": dict(self.skipped),
+            "records_read": dict(self._records_read)}
+
+  def set_state(self, state: dict[str, Any]):
+    self._parent.set_state(state["pipeline"])
+    self.skipped = dict(state["skipped"])
+    self._records_read = dict(state["records_read"])
+
+
+def _domain_seed(seed: int, shuffle_seed: int, domain: int) -> int:
+  return int(np.random.SeedSequence([seed, shuffle_seed, domain]).generate_state(1)[0])
+
+
+def make_domain_dataset(
+    spec: str, *, labels: str = "", with_labels: bool = False,
+    preprocess_spec: str, seed: int, process_index: int = 0,
+    process_count: int = 1, read_options: grain.ReadOptions | None = None,
+    tfds_data_dir: str | None = None) -> tuple[grain.IterDataset, int]:
+  """One domain's records, preprocessed, bad ones dropped, repeated forever.
+
+  Args:
+    spec: the source (see `sources.open_source`).
+    labels: label folder for folder sources ("" for none).
+    with_labels: keep "label"; the source must have labels.
+    preprocess_spec: op string, see `preprocess.parse`.
+    seed: shuffle and augmentation seed.
+    process_index: this host's index; it reads records index::process_count.
+    process_count: number of hosts.
+    read_options: grain threads and buffer for reading and preprocessing.
+    tfds_data_dir: where tfds: sources live (None: TFDS's default).
+
+  Returns:
+    (dataset of {"image": [H, W, 3] (float32 after value_range),
+     "label": [H, W] uint8 (with_labels), "relpath": str, "skipped": int},
+     number of records in this host's shard).
+  """
+  source = sources.open_source(spec, labels=labels, tfds_data_dir=tfds_data_dir)
+  if with_labels and not source.has_labels:
+    raise ValueError(f"data source {spec!r} has no labels but with_labels is "
+                     "set; give data.source_labels for folder sources")
+  dataset = grain.MapDataset.source(source)[process_index::process_count]
+  if not len(dataset):
+    raise ValueError(f"data source {spec!r} has {len(source)} records, too few "
+                     f"for host {process_index} of {process_count}")
+  shard_size = len(dataset)
+  dataset = dataset.seed(seed).shuffle().repeat()
+  if source.has_labels and not with_labels:
+    dataset = dataset.map(_drop_label)
+  for op in preprocess.parse(preprocess_spec):
+    if isinstance(op, grain.transforms.RandomMap):
+      dataset = dataset.random_map(op)
+    else:
+      dataset = dataset.map(op)
+  records = dataset.to_iter_dataset(read_options)
+  return _DropBadRecords(records, spec, max_consecutive=shard_size), shard_size
+
+
+def _drop_label(record):
+  return {key: value for key, value in record.items() if key != "label"}
+
+
+def _batch_domain(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+  batch = {"image": np.stack([r["image"] for r in records]),
+           _SKIPPED_KEY: np.array([r[_SKIPPED_KEY] for r in records], np.int32)}
+  if "label" in records[0]:
+    batch["label"] = np.stack([r["label"] for r in records])
+  return batch
+
+
+def _join_domains(pair) -> dict[str, np.ndarray]:
+  source, target = pair
+  batch = {"source": source["image"], "target": target["image"],
+           f"{_SKIPPED_KEY}_source": source[_SKIPPED_KEY],
+           f"{_SKIPPED_KEY}_target": target[_SKIPPED_KEY]}
+  if "label" in source:
+    batch["source_label"] = source["label"]
+  return batch
+
+
+def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
+                        process_index: int | None = None,
+                        process_count: int | None = None) -> TrainIterator:
+  """The training input: unpaired source and target batches, forever.
+
+  Args:
+    data_config: `config.data` (configs/vsait.py): source, target,
+      source_labels, with_labels, batch_size (global), preprocess,
+      worker_count, read_threads, prefetch_buffer_size, shuffle_seed,
+      tfds_data_dir.
+    seed: the run's seed; shuffling and augmentation derive from it and
+      data.shuffle_seed, separately for each domain.
+    process_index: this host (default `jax.process_index()`).
+    process_count: number of hosts (default `jax.process_count()`).
+
+  Returns:
+    A TrainIterator over {"source", "target"[, "source_label"]} batches of
+    batch_size // process_count examples (see the module docstring).
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if data_config.batch_size % process_count:
+    raise ValueError(f"data.batch_size={data_config.batch_size} is not divisible "
+                     f"by the {process_count} processes")
+  host_batch = data_config.batch_size // process_count
+  read_options = grain.ReadOptions(
+      num_threads=data_config.read_threads,
+      prefetch_buffer_size=data_config.prefetch_buffer_size)
+  tfds_data_dir = data_config.tfds_data_dir or None
+  batched, epoch_sizes = [], {}
+  for index, domain in enumerate(DOMAINS):
+    is_source = domain == "source"
+    records, epoch_sizes[domain] = make_domain_dataset(
+        data_config[domain],
+        labels=data_config.source_labels if is_source else "",
+        with_labels=is_source and data_config.with_labels,
+        preprocess_spec=data_config.preprocess,
+        seed=_domain_seed(seed, data_config.shuffle_seed, index),
+        process_index=process_index, process_count=process_count,
+        read_options=read_options, tfds_data_dir=tfds_data_dir)
+    batched.append(records.batch(host_batch, drop_remainder=True,
+                                 batch_fn=_batch_domain))
+  dataset = grain.experimental.ZipIterDataset(batched).map(_join_domains)
+  if data_config.worker_count > 0:
+    dataset = dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=data_config.worker_count))
+  names = {domain: data_config[domain] for domain in DOMAINS}
+  return iter(_CountSkipped(dataset, names, epoch_sizes))

@@ -1,0 +1,164 @@
+"""Preprocessing ops named in the config, big_vision style, as grain transforms.
+
+`parse("resize(256,512)|random_crop(256,256)|flip_lr|value_range(-1,1)")`
+returns one grain transform per op, applied in order to records
+{"image": [H, W, 3], "label": [H, W] (optional), ...}. Geometric ops move the
+label with the image (nearest neighbour, same crop and flip); colour ops leave
+it alone. Records marked bad by the source (`sources.is_bad`) pass through
+untouched, so that the pipeline can skip and count them.
+
+Ops:
+  resize(h, w)        bilinear resize of the image to h x w (nearest for labels).
+  random_crop(h, w)   a uniformly placed h x w crop.
+  center_crop(h, w)   the central h x w crop.
+  flip_lr(p=0.5)      horizontal flip with probability p.
+  value_range(lo, hi) uint8 [0, 255] -> float32 [lo, hi].
+
+Register a new op with `@register("name")` on a grain.transforms.Map or
+RandomMap subclass whose constructor takes the op's arguments.
+"""
+
+import ast
+import dataclasses
+from typing import Any
+
+import grain
+import numpy as np
+from PIL import Image
+
+from i2i_jax.data import sources
+
+_OPS: dict[str, type] = {}
+
+
+def register(name: str):
+  """Class decorator adding a preprocessing op under `name`."""
+  def wrap(cls):
+    _OPS[name] = cls
+    return cls
+  return wrap
+
+
+def parse(spec: str) -> list[grain.transforms.Map | grain.transforms.RandomMap]:
+  """Builds the transforms of an op string ("op(args)|op|...").
+
+  Raises:
+    ValueError: naming the op that is unknown or whose arguments do not parse.
+  """
+  ops = []
+  for text in filter(None, (part.strip() for part in spec.split("|"))):
+    name, _, args = text.partition("(")
+    if name not in _OPS:
+      raise ValueError(f"preprocess op {name!r} in {spec!r} is unknown; "
+                       f"known: {sorted(_OPS)}")
+    try:
+      values = ast.literal_eval(f"({args.rstrip(')')},)") if args else ()
+      ops.append(_OPS[name](*values))
+    except (SyntaxError, ValueError, TypeError) as e:
+      raise ValueError(f"preprocess op {text!r} in {spec!r}: {e}") from e
+  return ops
+
+
+def _resize(array: np.ndarray, height: int, width: int, resample) -> np.ndarray:
+  if array.shape[:2] == (height, width):
+    return array
+  return np.asarray(Image.fromarray(array).resize((width, height), resample))
+
+
+def _check_size(record, height, width, op):
+  h, w = record["image"].shape[:2]
+  if h < height or w < width:
+    raise ValueError(f"preprocess {op}({height},{width}): image "
+                     f"{record['relpath']!r} is only {h}x{w} (HxW); resize first")
+
+
+@register("resize")
+@dataclasses.dataclass(frozen=True)
+class Resize(grain.transforms.Map):
+  """Resizes image (bilinear) and label (nearest) to height x width."""
+  height: int
+  width: int
+
+  def map(self, record: dict[str, Any]) -> dict[str, Any]:
+    if sources.is_bad(record):
+      return record
+    record = dict(record)
+    record["image"] = _resize(record["image"], self.height, self.width,
+                              Image.BILINEAR)
+    if "label" in record:
+      record["label"] = _resize(record["label"], self.height, self.width,
+                                Image.NEAREST)
+    return record
+
+
+@register("random_crop")
+@dataclasses.dataclass(frozen=True)
+class RandomCrop(grain.transforms.RandomMap):
+  """Crops image and label to height x width at a uniformly random place."""
+  height: int
+  width: int
+
+  def random_map(self, record: dict[str, Any], rng: np.random.Generator):
+    if sources.is_bad(record):
+      return record
+    _check_size(record, self.height, self.width, "random_crop")
+    h, w = record["image"].shape[:2]
+    top = rng.integers(h - self.height + 1)
+    left = rng.integers(w - self.width + 1)
+    return _crop(record, top, left, self.height, self.width)
+
+
+@register("center_crop")
+@dataclasses.dataclass(frozen=True)
+class CenterCrop(grain.transforms.Map):
+  """Crops image and label to their central height x width."""
+  height: int
+  width: int
+
+  def map(self, record: dict[str, Any]) -> dict[str, Any]:
+    if sources.is_bad(record):
+      return record
+    _check_size(record, self.height, self.width, "center_crop")
+    h, w = record["image"].shape[:2]
+    return _crop(record, (h - self.height) // 2, (w - self.width) // 2,
+                 self.height, self.width)
+
+
+def _crop(record, top, left, height, width):
+  record = dict(record)
+  for key in ("image", "label"):
+    if key in record:
+      record[key] = record[key][top:top + height, left:left + width]
+  return record
+
+
+@register("flip_lr")
+@dataclasses.dataclass(frozen=True)
+class FlipLR(grain.transforms.RandomMap):
+  """Mirrors image and label left-right with probability p."""
+  p: float = 0.5
+
+  def random_map(self, record: dict[str, Any], rng: np.random.Generator):
+    if sources.is_bad(record) or rng.random() >= self.p:
+      return record
+    record = dict(record)
+    for key in ("image", "label"):
+      if key in record:
+        record[key] = record[key][:, ::-1]
+    return record
+
+
+@register("value_range")
+@dataclasses.dataclass(frozen=True)
+class ValueRange(grain.transforms.Map):
+  """Maps the uint8 image [0, 255] to float32 [low, high]."""
+  low: float
+  high: float
+
+  def map(self, record: dict[str, Any]) -> dict[str, Any]:
+    if sources.is_bad(record):
+      return record
+    record = dict(record)
+    scale = (self.high - self.low) / 255.0
+    record["image"] = record["image"].astype(np.float32) * scale + self.low
+    return record

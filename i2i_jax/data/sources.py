@@ -1,0 +1,231 @@
+"""Random-access image sources named by a string in the config.
+
+  folder:PATH              png/jpg files under PATH, recursive, sorted.
+  tfds:NAME[:SPLIT]        a TFDS data set stored as ArrayRecord (SPLIT defaults
+                           to "train"); NAME may carry a config, "cityscapes/fine".
+  toy_streets:STYLE[:SPLIT]  the procedural street scenes, STYLE "sim" or "real",
+                           SPLIT "train" (default) or "val".
+
+Every source has `len()` and `[index]`, which returns a record
+
+  {"image": [H, W, 3] uint8, "label": [H, W] uint8 (when the source has labels),
+   "relpath": str}
+
+`relpath` names the record relative to the source root ("a/b/img.png"); for
+TFDS and toy_streets it is the example's id. Images are decoded lazily, in
+`[index]`: a file that cannot be read (truncated, zero bytes, not an image) or a
+label whose size differs from its image gives `{"relpath": ..., "error": why}`
+instead, which the pipeline skips and counts (see `pipeline.py`).
+"""
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from i2i_jax.data import toy_streets
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+ERROR_KEY = "error"
+
+
+def is_bad(record: dict[str, Any]) -> bool:
+  """Whether a record is a placeholder for an input that could not be read."""
+  return ERROR_KEY in record
+
+
+def decode_image(data_or_path) -> np.ndarray:
+  """Decodes an image file (path or encoded bytes) to [H, W, 3] uint8 RGB."""
+  with Image.open(data_or_path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_label(data_or_path) -> np.ndarray:
+  """Decodes a single-channel label PNG (class ids) to [H, W] uint8."""
+  with Image.open(data_or_path) as label:
+    if label.mode not in ("L", "P", "I", "I;16"):
+      raise ValueError(
+          f"label has mode {label.mode}; expected one channel of class ids "
+          "(L/P/I), not a colour-coded map")
+    array = np.asarray(label)
+  if array.ndim == 3:  # tfds stores labels as [H, W, 1]
+    array = array[..., 0]
+  if array.max(initial=0) > 255:
+    raise ValueError(f"label has class id {array.max()} > 255")
+  return array.astype(np.uint8)
+
+
+def _read(relpath: str, image_source, label_source=None) -> dict[str, Any]:
+  """Decodes one record; a bad input becomes {"relpath", "error"}."""
+  try:
+    record = {"image": decode_image(image_source), "relpath": relpath}
+    if label_source is not None:
+      label = decode_label(label_source)
+      if label.shape != record["image"].shape[:2]:
+        raise ValueError(f"label is {label.shape[1]}x{label.shape[0]} but the "
+                         f"image is {record['image'].shape[1]}x"
+                         f"{record['image'].shape[0]} (WxH)")
+      record["label"] = label
+    return record
+  except Exception as e:  # pylint: disable=broad-except
+    # One bad file among 100k must not stop training: PIL raises OSError,
+    # SyntaxError, ValueError, DecompressionBombError... for broken files.
+    return {"relpath": relpath, ERROR_KEY: f"{type(e).__name__}: {e}"}
+
+
+def _list_images(root: str) -> list[str]:
+  """Relative paths of the image files under root, sorted."""
+  found = []
+  for directory, subdirs, names in os.walk(root, followlinks=True):
+    subdirs.sort()
+    for name in names:
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        found.append(os.path.relpath(os.path.join(directory, name), root))
+  return sorted(found)
+
+
+class FolderSource:
+  """The png/jpg files under a folder, recursive, in sorted order.
+
+  Attributes:
+    root: the image folder.
+    label_root: the label folder ("" for none). The label of "a/b/x.jpg" is
+      "a/b/x.<any image extension>" under label_root.
+    files: the images' paths relative to root, sorted ("a/b/x.jpg", ...).
+  """
+
+  def __init__(self, root: str, label_root: str = ""):
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"folder source: image folder {root!r} does not exist")
+    if label_root and not os.path.isdir(label_root):
+      raise FileNotFoundError(f"folder source: label folder {label_root!r} does not exist")
+    self.root, self.label_root = root, label_root
+    self.files = tuple(_list_images(root))
+    if not self.files:
+      raise ValueError(f"folder source: no {'/'.join(IMAGE_EXTENSIONS)} files "
+                       f"under {root!r}")
+    self._labels = {}
+    if label_root:
+      for relpath in _list_images(label_root):
+        self._labels.setdefault(os.path.splitext(relpath)[0], relpath)
+
+  @property
+  def has_labels(self) -> bool:
+    return bool(self.label_root)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def label_path(self, relpath: str) -> str | None:
+    """The label file of image `relpath`, or None if it has none."""
+    label = self._labels.get(os.path.splitext(relpath)[0])
+    return os.path.join(self.label_root, label) if label else None
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    relpath = self.files[index]
+    if not self.label_root:
+      return _read(relpath, os.path.join(self.root, relpath))
+    label = self.label_path(relpath)
+    if label is None:
+      return {"relpath": relpath,
+              ERROR_KEY: f"no label for it under {self.label_root!r}"}
+    return _read(relpath, os.path.join(self.root, relpath), label)
+
+  def __repr__(self) -> str:
+    return f"FolderSource({self.root!r}, labels={self.label_root!r}, n={len(self)})"
+
+
+class TfdsSource:
+  """A TFDS split stored as ArrayRecord, read with random access (no TensorFlow).
+
+  The data set needs an "image" feature, optionally "label" (a class-id image)
+  and "file_name" (used as relpath). Images are decoded here, with PIL, so that
+  a corrupt example is skipped rather than raised.
+  """
+
+  def __init__(self, name: str, split: str = "train", data_dir: str | None = None):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    # Importing registers our builders (gta5, cityscapes, image_folder).
+    from i2i_jax.data import tfds as _  # pylint: disable=g-import-not-at-top,unused-import
+    self.name, self.split = name, split
+    builder = tfds.builder(name, data_dir=data_dir)
+    if split not in builder.info.splits:
+      raise ValueError(f"tfds source: {name!r} has no split {split!r} in "
+                       f"{builder.data_dir}; it has {list(builder.info.splits)}")
+    features = builder.info.features
+    self.has_labels = "label" in features
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    if self.has_labels:
+      decoders["label"] = tfds.decode.SkipDecoding()
+    self._source = builder.as_data_source(split=split, decoders=decoders)
+    if not len(self._source):
+      raise ValueError(f"tfds source: split {split!r} of {name!r} is empty")
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    example = self._source[index]
+    relpath = example.get("file_name", b"")
+    relpath = (relpath.decode() if isinstance(relpath, bytes) else relpath) or (
+        f"{self.name}/{self.split}/{index}")
+    return _read(relpath, io.BytesIO(example["image"]),
+                 io.BytesIO(example["label"]) if self.has_labels else None)
+
+  def __repr__(self) -> str:
+    return f"TfdsSource({self.name!r}, {self.split!r}, n={len(self)})"
+
+
+class ToyStreetsSource:
+  """toy_streets scenes of one style, rendered on access."""
+
+  has_labels = True
+
+  def __init__(self, style: str, split: str = "train", height: int = 256,
+               width: int = 512):
+    self.style, self.split = style, split
+    self.height, self.width = height, width
+    self.seeds = toy_streets.split_seeds(style, split)
+
+  def __len__(self) -> int:
+    return len(self.seeds)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    image, label = toy_streets.render(self.seeds[index], self.style,
+                                      self.height, self.width)
+    return {"image": image, "label": label,
+            "relpath": f"{self.split}/{index:05d}.png"}
+
+  def __repr__(self) -> str:
+    return f"ToyStreetsSource({self.style!r}, {self.split!r}, n={len(self)})"
+
+
+def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None):
+  """Opens the source named by `spec` (see the module docstring).
+
+  Args:
+    spec: "folder:PATH", "tfds:NAME[:SPLIT]" or "toy_streets:STYLE[:SPLIT]".
+    labels: for folder sources, a folder of label maps matched by relative
+      path and stem; "" for none.
+    tfds_data_dir: where tfds: sources are stored (None: TFDS's default,
+      $TFDS_DATA_DIR or ~/tensorflow_datasets).
+
+  Returns:
+    A FolderSource, TfdsSource or ToyStreetsSource.
+  """
+  kind, _, rest = spec.partition(":")
+  if kind == "folder" and rest:
+    return FolderSource(rest, labels)
+  if labels:
+    raise ValueError(f"source {spec!r}: a label folder ({labels!r}) only goes "
+                     "with folder: sources; tfds/toy_streets carry their labels")
+  if kind == "tfds" and rest:
+    name, _, split = rest.partition(":")
+    return TfdsSource(name, split or "train", data_dir=tfds_data_dir)
+  if kind == "toy_streets" and rest:
+    style, _, split = rest.partition(":")
+    return ToyStreetsSource(style, split or "train")
+  raise ValueError(f"unknown source {spec!r}; expected folder:PATH, "
+                   "tfds:NAME[:SPLIT] or toy_streets:sim|real[:SPLIT]")

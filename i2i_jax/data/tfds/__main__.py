@@ -1,0 +1,3 @@
+from i2i_jax.data.tfds import main
+
+main()

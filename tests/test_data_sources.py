@@ -1,0 +1,109 @@
+"""Sources named by config strings, over real files written to tmp_path."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from i2i_jax.data import sources
+
+
+def _save(path, array, **kwargs):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(array).save(path, **kwargs)
+
+
+def _image(value, size=(6, 8)):
+  return np.full((*size, 3), value, np.uint8)
+
+
+def test_folder_lists_images_recursively_sorted_and_ignores_other_files(tmp_path):
+  _save(tmp_path / "b" / "z.png", _image(1))
+  _save(tmp_path / "a" / "deep" / "y.JPG", _image(2), format="JPEG")
+  _save(tmp_path / "a" / "x.jpeg", _image(3), format="JPEG")
+  (tmp_path / "notes.txt").write_text("not an image")
+  source = sources.open_source(f"folder:{tmp_path}")
+  assert source.files == ("a/deep/y.JPG", "a/x.jpeg", "b/z.png")
+  assert len(source) == 3
+  record = source[2]
+  assert record["relpath"] == "b/z.png"
+  assert record["image"].dtype == np.uint8 and record["image"].shape == (6, 8, 3)
+  np.testing.assert_array_equal(record["image"], _image(1))
+  assert "label" not in record
+
+
+def test_folder_labels_match_by_relative_path_and_stem(tmp_path):
+  _save(tmp_path / "img" / "city" / "f1.jpg", _image(10), format="JPEG")
+  _save(tmp_path / "img" / "city" / "f2.png", _image(20))
+  label = np.arange(48, dtype=np.uint8).reshape(6, 8)
+  _save(tmp_path / "lbl" / "city" / "f1.png", label)
+  _save(tmp_path / "lbl" / "city" / "f2.png", label[::-1])
+  source = sources.open_source(f"folder:{tmp_path / 'img'}",
+                               labels=str(tmp_path / "lbl"))
+  assert source.has_labels
+  np.testing.assert_array_equal(source[0]["label"], label)
+  np.testing.assert_array_equal(source[1]["label"], label[::-1])
+
+
+def test_bad_files_become_error_records_naming_the_problem(tmp_path):
+  images, labels = tmp_path / "img", tmp_path / "lbl"
+  _save(images / "0_good.png", _image(5))
+  _save(labels / "0_good.png", np.zeros((6, 8), np.uint8))
+  _save(images / "1_truncated.png", np.random.default_rng(0).integers(
+      0, 255, (64, 64, 3), np.uint8))
+  data = (images / "1_truncated.png").read_bytes()
+  (images / "1_truncated.png").write_bytes(data[: len(data) // 2])
+  _save(labels / "1_truncated.png", np.zeros((64, 64), np.uint8))
+  (images / "2_empty.jpg").write_bytes(b"")
+  _save(labels / "2_empty.png", np.zeros((6, 8), np.uint8))
+  (images / "3_text.png").write_text("hello")
+  _save(labels / "3_text.png", np.zeros((6, 8), np.uint8))
+  _save(images / "4_wrong_size.png", _image(5))
+  _save(labels / "4_wrong_size.png", np.zeros((6, 9), np.uint8))
+  _save(images / "5_no_label.png", _image(5))
+  _save(images / "6_rgb_label.png", _image(5))
+  _save(labels / "6_rgb_label.png", _image(1))
+
+  source = sources.open_source(f"folder:{images}", labels=str(labels))
+  records = [source[i] for i in range(len(source))]
+  assert not sources.is_bad(records[0])
+  reasons = {r["relpath"]: r[sources.ERROR_KEY] for r in records[1:]}
+  assert all(sources.is_bad(r) for r in records[1:])
+  assert "truncated" in reasons["1_truncated.png"]
+  assert "UnidentifiedImageError" in reasons["2_empty.jpg"]
+  assert "UnidentifiedImageError" in reasons["3_text.png"]
+  assert "8x6" in reasons["4_wrong_size.png"] and "9x6" in reasons["4_wrong_size.png"]
+  assert "no label" in reasons["5_no_label.png"]
+  assert "mode RGB" in reasons["6_rgb_label.png"]
+
+
+def test_missing_and_empty_folders_are_errors_that_name_them(tmp_path):
+  with pytest.raises(FileNotFoundError, match="missing_dir"):
+    sources.open_source(f"folder:{tmp_path / 'missing_dir'}")
+  (tmp_path / "empty_dir").mkdir()
+  with pytest.raises(ValueError, match="empty_dir"):
+    sources.open_source(f"folder:{tmp_path / 'empty_dir'}")
+  _save(tmp_path / "img" / "a.png", _image(0))
+  with pytest.raises(FileNotFoundError, match="no_labels_here"):
+    sources.open_source(f"folder:{tmp_path / 'img'}",
+                        labels=str(tmp_path / "no_labels_here"))
+
+
+def test_toy_streets_source_renders_paired_val_and_unpaired_train():
+  sim_val = sources.open_source("toy_streets:sim:val")
+  real_val = sources.open_source("toy_streets:real:val")
+  sim_train = sources.open_source("toy_streets:sim")
+  real_train = sources.open_source("toy_streets:real")
+  assert len(sim_train) > len(sim_val) > 0
+  a, b = sim_val[7], real_val[7]
+  assert a["relpath"] == b["relpath"] == "val/00007.png"
+  np.testing.assert_array_equal(a["label"], b["label"])
+  assert not np.array_equal(sim_train[7]["label"], real_train[7]["label"])
+
+
+def test_unknown_specs_are_errors_that_name_them():
+  with pytest.raises(ValueError, match="'nope:x'"):
+    sources.open_source("nope:x")
+  with pytest.raises(ValueError, match="'watercolour'"):
+    sources.open_source("toy_streets:watercolour")
+  with pytest.raises(ValueError, match="label folder"):
+    sources.open_source("toy_streets:sim", labels="/some/labels")
