@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from i2i_jax.models import vgg
+from i2i_jax.models import vgg, vsait
 
 StateDict = Mapping[str, np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -56,13 +56,17 @@ def _identity(w: np.ndarray) -> np.ndarray:
   return w
 
 
-# Inverse of each transform (our layout -> PyTorch), for shape messages and export.
-_TORCH_SHAPE: dict[Transform, Callable[[tuple[int, ...]], tuple[int, ...]]] = {
-    _conv: lambda s: (s[3], s[2], s[0], s[1]),
-    _conv1x1_as_dense: lambda s: (s[1], s[0], 1, 1),
-    _flatten: lambda s: (1, s[0], 1, 1),
-    _identity: lambda s: s,
+# Inverse of each transform (our layout -> PyTorch's).
+_TO_TORCH: dict[Transform, Transform] = {
+    _conv: lambda w: w.transpose(3, 2, 0, 1),
+    _conv1x1_as_dense: lambda w: w.T[:, :, None, None],
+    _flatten: lambda w: w.reshape(1, -1, 1, 1),
+    _identity: lambda w: w,
 }
+
+
+def _torch_shape(shape: tuple[int, ...], transform: Transform) -> tuple[int, ...]:
+  return _TO_TORCH[transform](np.empty(shape, np.bool_)).shape
 
 
 def _conv_entries(torch_prefix: str, path: tuple[str, ...]) -> Iterator[tuple]:
@@ -169,7 +173,7 @@ def convert_state_dict(state_dict: StateDict,
   converted, problems = {}, []
   for torch_name, path, transform in names:
     want = tuple(_get(expected, path).shape)
-    want_torch = _TORCH_SHAPE[transform](want)
+    want_torch = _torch_shape(want, transform)
     if torch_name not in state_dict:
       problems.append(f"missing parameter {torch_name!r} (expected shape {want_torch})")
       continue
@@ -183,6 +187,14 @@ def convert_state_dict(state_dict: StateDict,
     raise ConversionError("checkpoint does not match the model config:\n  "
                           + "\n  ".join(problems))
   return converted
+
+
+def export_state_dict(tree: Mapping[str, Any],
+                      names: list[tuple[str, tuple[str, ...], Transform]]
+                      ) -> dict[str, np.ndarray]:
+  """The inverse of `convert_state_dict`: our variables (or gradients) in PyTorch names and layouts."""
+  return {torch_name: np.asarray(_TO_TORCH[transform](np.asarray(_get(tree, path))))
+          for torch_name, path, transform in names}
 
 
 def load_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -271,7 +283,94 @@ def pretrained_vgg19_variables(directory: pathlib.Path | None = None) -> dict[st
   return convert_state_dict(state_dict, names, expected)["vgg"]
 
 
+def load_vgg_variables(spec: str, seeded: dict[str, Any]) -> dict[str, Any]:
+  """The VGG variables named by `config.model.vgg_weights`.
+
+  Args:
+    spec: "imagenet" (torchvision's weights, downloaded and cached), "random"
+      (keep `seeded`), or a path to torchvision's `.pth` or to a `.npz` of
+      torchvision-named arrays ("features.<i>.weight", OIHW).
+    seeded: the seeded variables from `init_variables`, returned for "random".
+  """
+  if spec == "random":
+    if seeded is None:
+      raise ValueError("config.model.vgg_weights='random' has no seeded weights here; "
+                       "name real weights ('imagenet' or a file)")
+    return seeded
+  if spec == "imagenet":
+    return pretrained_vgg19_variables()
+  path = pathlib.Path(spec)
+  if not path.is_file():
+    raise FileNotFoundError(
+        f"config.model.vgg_weights={spec!r}: no such file (use 'imagenet', 'random' or a "
+        "path to a .pth/.npz of torchvision VGG19 weights)")
+  if path.suffix == ".npz":
+    with np.load(path) as stored:
+      state_dict = dict(stored)
+  else:
+    state_dict = load_torch_file(path)
+  return convert_state_dict(state_dict, list(vgg_names()), vgg_shapes())["vgg"]
+
+
 def vgg_shapes() -> dict[str, Any]:
   """{"vgg": {"params": ...}} as `jax.ShapeDtypeStruct`s (traced, nothing allocated)."""
   images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   return {"vgg": jax.eval_shape(vgg.VGG19Features().init, jax.random.key(0), images)}
+
+
+def import_official_checkpoint(state_dict: StateDict, config: ml_collections.ConfigDict,
+                               vgg_from_checkpoint: bool = True) -> dict[str, Any]:
+  """An official VSAIT state dict -> our variables for `config.model`.
+
+  Args:
+    state_dict: the `state_dict` of an official Lightning checkpoint (names with
+      or without the "model." prefix).
+    config: our config; `config.model` must describe the same architecture.
+    vgg_from_checkpoint: take the VGG from the checkpoint's feature extractor
+      (official checkpoints carry it) rather than from `config.model.vgg_weights`.
+  """
+  modules = vsait.build_modules(config.model)
+  hw = (256, 256)  # any size the five LSH kernels fit; only shapes are traced
+  shapes = jax.eval_shape(lambda: vsait.init_variables(modules, jax.random.key(0), hw))
+  variables = convert_state_dict(
+      state_dict, vsait_names(config.model, with_vgg=vgg_from_checkpoint), shapes)
+  if not vgg_from_checkpoint:
+    variables["vgg"] = load_vgg_variables(config.model.vgg_weights, None)
+  return variables
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  from i2i_jax import checkpoint, training  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  state_dict = load_torch_file(_CHECKPOINT.value)
+  variables = import_official_checkpoint(state_dict, config, _VGG.value == "checkpoint")
+  fns = training.make_step_functions(config)
+  state = training.create_train_state(fns, jax.tree.map(jnp.asarray, variables))
+  manager = checkpoint.make_manager(_WORKDIR.value, config.checkpoint)
+  checkpoint.save(manager, 0, state, None, config, force=True)
+  manager.wait_until_finished()
+  print(f"wrote {checkpoint.checkpoint_dir(_WORKDIR.value)}/0 from {_CHECKPOINT.value} "
+        "(optimizer states start fresh)")
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run as a program, so that importing the
+  # converter (train and translate do) does not claim --config or --workdir.
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  _CHECKPOINT = flags.DEFINE_string(
+      "checkpoint", None, "Official VSAIT Lightning checkpoint (.ckpt) to import.",
+      required=True)
+  _WORKDIR = flags.DEFINE_string(
+      "workdir", None, "Directory to write the Orbax checkpoint to (a workdir that "
+      "`i2i_jax.translate --workdir` and `i2i_jax.train --workdir` accept).", required=True)
+  _VGG = flags.DEFINE_enum(
+      "vgg", "checkpoint", ["checkpoint", "config"],
+      "Take the VGG19 weights from the checkpoint's feature extractor, or from "
+      "config.model.vgg_weights.")
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", "configs/vsait.py",
+      "Config whose `model` block matches the checkpoint's architecture.")
+  app.run(main)

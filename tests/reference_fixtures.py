@@ -106,25 +106,7 @@ class Fixture:
 
   def torch_layout(self, tree: dict[str, Any], torch_names: list[str]) -> dict[str, np.ndarray]:
     """Our (nested) variables/gradients -> {torch name: array in PyTorch layout}."""
-    out = {}
-    for torch_name, path, transform in self.names:
-      if torch_name not in torch_names:
-        continue
-      value = tree
-      for key in path:
-        value = value[key]
-      out[torch_name] = _to_torch(np.asarray(value), transform)
-    return out
-
-
-def _to_torch(value: np.ndarray, transform) -> np.ndarray:
-  if transform is convert._conv:  # pylint: disable=protected-access
-    return value.transpose(3, 2, 0, 1)
-  if transform is convert._conv1x1_as_dense:  # pylint: disable=protected-access
-    return value.T[:, :, None, None]
-  if transform is convert._flatten:  # pylint: disable=protected-access
-    return value.reshape(1, -1, 1, 1)
-  return value
+    return convert.export_state_dict(tree, [e for e in self.names if e[0] in torch_names])
 
 
 def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:
