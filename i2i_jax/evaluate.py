@@ -1,0 +1,279 @@
+r"""Evaluates a translation X -> F(X) against a real domain Y; writes report.json and report.md.
+
+  python -m i2i_jax.evaluate --source=folder:sim/ --labels=sim_labels/ \
+      --translated=translated/ --target=folder:real/ --target_labels=real_labels/ --out=report/
+
+Sources are `open_source` specs ("folder:PATH", "tfds:NAME[:SPLIT]",
+"toy_streets:sim|real[:SPLIT]"); a bare path means "folder:PATH". The translated
+folder must hold exactly one image per source image, under the same relative
+path (the extension may differ); a missing or extra file is an error that names it.
+
+Sections (each skipped, with a note, when its inputs are missing):
+  fid         FID and KID of F(X) against Y.
+  domain_gap  FD(X,Y) vs FD(F(X),Y) and the scatter of the three feature clouds.
+  semantic    mIoU / pixel accuracy / per-class IoU of seg(F(X)) against X's labels.
+  flips       the class flip matrix between X's labels (or seg(X)) and seg(F(X)).
+  detail      per-instance retention and high-frequency energy of poles, lights, signs.
+  downstream  a segmenter trained on F(X) vs one trained on X, tested on Y's labels.
+
+Offline, without the standard Inception weights, `--fd_network=auto` falls back
+to an Inception with seeded random weights and labels every number
+"FD_inception_random_init": it is not FID.
+"""
+
+import os
+import sys
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from i2i_jax.data import sources
+from i2i_jax.metrics import detail
+from i2i_jax.metrics import domain_gap
+from i2i_jax.metrics import downstream
+from i2i_jax.metrics import fid
+from i2i_jax.metrics import flips
+from i2i_jax.metrics import inception
+from i2i_jax.metrics import report
+from i2i_jax.metrics import segmenter as segmenter_lib
+from i2i_jax.metrics import semantic
+
+_SOURCE = flags.DEFINE_string(
+    "source", None, "Simulated images X: an open_source spec (folder:PATH, tfds:NAME[:SPLIT], "
+    "toy_streets:sim[:SPLIT]) or a folder path.")
+_LABELS = flags.DEFINE_string(
+    "labels", "", "Folder of X's label maps (single-channel PNGs of Cityscapes train ids, 255 = "
+    "ignore), matched to --source by relative path and stem. Only for folder sources; "
+    "tfds/toy_streets sources carry their labels.")
+_TRANSLATED = flags.DEFINE_string(
+    "translated", None, "Translated images F(X): a folder (or folder: spec) with one image per "
+    "source image under the same relative path; the extension may differ.")
+_TARGET = flags.DEFINE_string(
+    "target", None, "Real images Y: an open_source spec or a folder path.")
+_TARGET_LABELS = flags.DEFINE_string(
+    "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
+    "split trains the default segmenter and tests the downstream segmenters.")
+_OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures.")
+_FD_NETWORK = flags.DEFINE_enum(
+    "fd_network", "auto", ["auto", "inception", "inception_random_init", "none"],
+    "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
+    "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
+    "'inception_random_init': the same network with seeded random weights, reported as "
+    "FD_inception_random_init (not comparable to FID). 'auto': the first if its weights can be "
+    "had, else the second. 'none': skip the fid and domain_gap sections.")
+_INCEPTION_WEIGHTS = flags.DEFINE_string(
+    "inception_weights", "", "Path to pt_inception-2015-12-05-6726825d.pth (or its converted .npz) "
+    "instead of the download cache.")
+_SEGMENTER = flags.DEFINE_string(
+    "segmenter", "", "Segmentation model for the semantic, flips and detail sections: a .onnx file "
+    "(NCHW float input normalised with ImageNet mean/std, run with onnxruntime) or a FlaxSegmenter "
+    "checkpoint folder. Empty: train a small U-Net on Y's labelled split (else on X's labels).")
+_SEGMENTER_STEPS = flags.DEFINE_integer(
+    "segmenter_steps", 300, "Training steps of the default segmenter.")
+_SEGMENTER_SIZE = flags.DEFINE_string(
+    "segmenter_size", "", "HEIGHTxWIDTH the segmenters are trained at (e.g. 256x512); empty: the "
+    "size of the first training image.")
+_DOWNSTREAM_STEPS = flags.DEFINE_integer(
+    "downstream_steps", 300, "Training steps of each downstream segmenter (on X and on F(X)); 0 "
+    "skips the downstream section.")
+_KID_SUBSETS = flags.DEFINE_integer("kid_subsets", fid.KID_SUBSETS, "KID: number of subsets.")
+_KID_SUBSET_SIZE = flags.DEFINE_integer(
+    "kid_subset_size", fid.KID_SUBSET_SIZE,
+    "KID: samples per subset (shrunk to the smaller set's size when the sets are smaller).")
+_WORST_K = flags.DEFINE_integer("worst_k", 4, "How many worst-flipping images to draw.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per Inception batch.")
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.")
+
+
+def _open(spec: str, labels: str = ""):
+  if ":" not in spec or os.path.isdir(spec):
+    spec = f"folder:{spec}"
+  return sources.open_source(spec, labels=labels)
+
+
+class _Field:
+  """A lazy sequence of one field ("image" or "label") of a source's records.
+
+  `order` picks and orders records; a record that cannot be read raises an
+  error naming its relative path.
+  """
+
+  def __init__(self, source, field: str, order: Sequence[int] | None = None, name: str = ""):
+    self.source = source
+    self.field = field
+    self.order = list(range(len(source))) if order is None else list(order)
+    self.name = name or repr(source)
+
+  def __len__(self) -> int:
+    return len(self.order)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    record = self.source[self.order[index]]
+    if sources.is_bad(record):
+      raise ValueError(f"{self.name}: cannot read {record['relpath']}: {record[sources.ERROR_KEY]}")
+    if self.field not in record:
+      raise ValueError(f"{self.name}: {record['relpath']} has no {self.field}.")
+    return record[self.field]
+
+
+def _relpaths(source) -> list[str]:
+  files = getattr(source, "files", None)
+  if files is not None:
+    return list(files)
+  return [source[index]["relpath"] for index in range(len(source))]
+
+
+def match_translated(source_relpaths: Sequence[str], translated_relpaths: Sequence[str],
+                     translated_root: str) -> list[int]:
+  """Index into the translated files for each source file, matched by path without extension.
+
+  Raises:
+    ValueError: naming the missing and extra files.
+  """
+  stems = {os.path.splitext(path)[0]: index for index, path in enumerate(translated_relpaths)}
+  source_stems = {os.path.splitext(path)[0] for path in source_relpaths}
+  missing = [path for path in source_relpaths if os.path.splitext(path)[0] not in stems]
+  extra = [path for path in translated_relpaths if os.path.splitext(path)[0] not in source_stems]
+  if missing or extra:
+    def listing(paths):
+      return ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    problems = []
+    if missing:
+      problems.append(f"missing {len(missing)} translated image(s) for source file(s): "
+                      f"{listing(missing)}")
+    if extra:
+      problems.append(f"{len(extra)} extra file(s) with no source image: {listing(extra)}")
+    raise ValueError(f"Translated folder {translated_root} does not match the source: "
+                     + "; ".join(problems) + ".")
+  return [stems[os.path.splitext(path)[0]] for path in source_relpaths]
+
+
+def _feature_network(choice: str, weights: str, batch_size: int, seed: int, notes: list[str]):
+  if choice == "none":
+    return None
+  if choice in ("auto", "inception"):
+    try:
+      network = inception.InceptionFeatures.pretrained(weights or None, batch_size)
+      notes.append("FID/KID use the standard FID Inception weights (pt_inception-2015-12-05).")
+      return network
+    except (FileNotFoundError, ImportError) as e:
+      if choice == "inception":
+        raise
+      logging.warning("Standard Inception weights unavailable (%s); using random weights.", e)
+  notes.append("FD_inception_random_init / KD_inception_random_init: Frechet and kernel distances "
+               f"of an Inception-v3 with random weights (seed {seed}); NOT FID/KID, comparable "
+               "only with runs of the same seed.")
+  return inception.InceptionFeatures.random_init(seed, batch_size)
+
+
+def _parse_size(text: str) -> tuple[int, int] | None:
+  if not text:
+    return None
+  try:
+    height, width = (int(part) for part in text.lower().split("x"))
+  except ValueError as e:
+    raise ValueError(f"--segmenter_size={text!r}: expected HEIGHTxWIDTH, e.g. 256x512.") from e
+  return height, width
+
+
+def evaluate(*, source: str, translated: str, target: str, out: str, labels: str = "",
+             target_labels: str = "", fd_network: str = "auto", inception_weights: str = "",
+             segmenter: str = "", segmenter_steps: int = 300, segmenter_size: str = "",
+             downstream_steps: int = 300, kid_subsets: int = fid.KID_SUBSETS,
+             kid_subset_size: int = fid.KID_SUBSET_SIZE, worst_k: int = 4,
+             batch_size: int = 32, seed: int = 0) -> dict:
+  """Runs every evaluator the inputs allow and writes the report (arguments as the flags).
+
+  Returns:
+    The report dict written to `out/report.json`.
+  """
+  inputs = dict(source=source, labels=labels, translated=translated, target=target,
+                target_labels=target_labels, fd_network=fd_network, segmenter=segmenter)
+  source_data = _open(source, labels)
+  translated_data = _open(translated)
+  target_data = _open(target, target_labels)
+  order = match_translated(_relpaths(source_data), _relpaths(translated_data), translated)
+
+  source_images = _Field(source_data, "image", name=source)
+  translated_images = _Field(translated_data, "image", order, name=translated)
+  target_images = _Field(target_data, "image", name=target)
+  source_labels = _Field(source_data, "label", name=source) if getattr(
+      source_data, "has_labels", False) else None
+  target_labels_seq = _Field(target_data, "label", name=target) if getattr(
+      target_data, "has_labels", False) else None
+  train_size = _parse_size(segmenter_size)
+
+  notes, sections, pictures = [], {}, {}
+  features = _feature_network(fd_network, inception_weights, batch_size, seed, notes)
+  if features is not None:
+    sections["fid"] = fid.FidKidEvaluator(
+        features, target_images, features.name, kid_subsets, kid_subset_size).run(translated_images)
+    gap = domain_gap.DomainGapEvaluator(features, source_images, target_images, features.name,
+                                        out_dir=out, seed=seed)
+    sections["domain_gap"] = gap.run(translated_images)
+    pictures["domain_gap"] = gap.pictures
+
+  segment_fn = None
+  if segmenter:
+    segment_fn = segmenter_lib.load_segmenter(segmenter)
+    notes.append(f"Segmenter: {segmenter}.")
+  elif target_labels_seq is not None or source_labels is not None:
+    on_target = target_labels_seq is not None
+    segment_fn = segmenter_lib.train_segmenter(
+        target_images if on_target else source_images,
+        target_labels_seq if on_target else source_labels, len(semantic.CITYSCAPES_CLASSES),
+        steps=segmenter_steps, image_size=train_size, seed=seed)
+    notes.append(f"Segmenter: a small U-Net trained {segmenter_steps} steps on "
+                 f"{'Y' if on_target else 'X'}'s labels (seed {seed}); scores measure "
+                 "consistency, not absolute segmentation quality.")
+  else:
+    notes.append("No segmenter and no labels: semantic, flips and detail sections skipped.")
+
+  if segment_fn is not None:
+    if source_labels is not None:
+      sections["semantic"] = semantic.SemanticConsistencyEvaluator(
+          segment_fn, source_labels).run(translated_images)
+    else:
+      notes.append("No labels for X: semantic section skipped; flips and detail use seg(X).")
+    flip_evaluator = flips.FlipEvaluator(segment_fn, source_images, source_labels, out_dir=out,
+                                         worst_k=worst_k)
+    sections["flips"] = flip_evaluator.run(translated_images)
+    pictures["flips"] = flip_evaluator.pictures
+    sections["detail"] = detail.DetailRetentionEvaluator(
+        segment_fn, source_images, source_labels).run(translated_images)
+
+  if downstream_steps and source_labels is not None and target_labels_seq is not None:
+    sections["downstream"] = downstream.DownstreamGainEvaluator(
+        source_images, source_labels, target_images, target_labels_seq, steps=downstream_steps,
+        image_size=train_size, seed=seed).run(translated_images)
+  elif downstream_steps:
+    notes.append("Downstream section skipped: it needs labels for both X and Y.")
+  return report.write_report(out, sections, pictures, notes, inputs)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    result = evaluate(
+        source=_SOURCE.value, translated=_TRANSLATED.value, target=_TARGET.value, out=_OUT.value,
+        labels=_LABELS.value, target_labels=_TARGET_LABELS.value, fd_network=_FD_NETWORK.value,
+        inception_weights=_INCEPTION_WEIGHTS.value, segmenter=_SEGMENTER.value,
+        segmenter_steps=_SEGMENTER_STEPS.value, segmenter_size=_SEGMENTER_SIZE.value,
+        downstream_steps=_DOWNSTREAM_STEPS.value, kid_subsets=_KID_SUBSETS.value,
+        kid_subset_size=_KID_SUBSET_SIZE.value, worst_k=_WORST_K.value,
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value)
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    sys.exit(f"evaluate: {e}")
+  for section, metrics in result["metrics"].items():
+    logging.info("%s: %s", section, metrics)
+  print(f"Wrote {os.path.join(_OUT.value, 'report.md')} and report.json")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["source", "translated", "target", "out"])
+  app.run(main)

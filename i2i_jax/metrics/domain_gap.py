@@ -1,0 +1,100 @@
+"""The domain-gap picture: X, Y and F(X) in one feature space, projected to 2-D."""
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from i2i_jax.metrics import fid
+
+MAX_POINTS_PER_SET = 1000
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+  """[N, D] -> [N, 2]: projection on the two leading principal components."""
+  centred = features - features.mean(axis=0)
+  _, _, components = np.linalg.svd(centred, full_matrices=False)
+  return centred @ components[:2].T
+
+
+def projections(features: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+  """PCA always; t-SNE (scikit-learn) and UMAP (umap-learn) when installed."""
+  result = {"PCA": pca_2d(features)}
+  if importlib.util.find_spec("sklearn") is not None and len(features) > 5:
+    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+    result["t-SNE"] = TSNE(2, perplexity=min(30.0, (len(features) - 1) / 3),
+                           random_state=seed).fit_transform(features)
+  if importlib.util.find_spec("umap") is not None and len(features) > 5:
+    import umap  # pylint: disable=g-import-not-at-top
+    result["UMAP"] = umap.UMAP(n_components=2, random_state=seed).fit_transform(features)
+  return result
+
+
+class DomainGapEvaluator:
+  """Frechet distances X->Y and F(X)->Y, and a scatter of the three feature clouds.
+
+  `run` writes `domain_gap.png` (one panel per projection) into `out_dir` when
+  given; its name is in `self.pictures` afterwards.
+  """
+
+  def __init__(self, extract_features: Callable[[Sequence[np.ndarray]], np.ndarray],
+               source_images: Sequence[np.ndarray], target_images: Sequence[np.ndarray],
+               name: str, out_dir: str | None = None, seed: int = 0):
+    """Args:
+      extract_features: images (sequence of [H, W, 3] uint8) -> [N, D] features.
+      source_images: X; target_images: Y (sequences of [H, W, 3] uint8).
+      name: label of the distance ("FID" only for the standard Inception).
+      out_dir: where the picture goes; None writes none.
+      seed: seeds subsampling and the stochastic projections.
+    """
+    self.extract_features = extract_features
+    self.source_features = extract_features(source_images)
+    self.target_features = extract_features(target_images)
+    self.name = name
+    self.out_dir = out_dir
+    self.seed = seed
+    self.pictures: list[str] = []
+
+  def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
+    """Returns {"<name>(X,Y)", "<name>(F(X),Y)", "<name>_gap_closed"}.
+
+    The last is 1 - FD(F(X),Y) / FD(X,Y): the fraction of the gap closed.
+    """
+    translated_features = self.extract_features(translated_images)
+    before = fid.frechet_distance(self.source_features, self.target_features)
+    after = fid.frechet_distance(translated_features, self.target_features)
+    metrics = {f"{self.name}(X,Y)": before, f"{self.name}(F(X),Y)": after,
+               f"{self.name}_gap_closed": 1.0 - after / before if before > 0 else 0.0}
+    if self.out_dir:
+      self._write_scatter(translated_features)
+    return metrics
+
+  def _write_scatter(self, translated_features):
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.RandomState(self.seed)
+    clouds = {"sim X": self.source_features, "real Y": self.target_features,
+              "translated F(X)": translated_features}
+    clouds = {label: features[np.sort(rng.permutation(len(features))[:MAX_POINTS_PER_SET])]
+              for label, features in clouds.items()}
+    stacked = np.concatenate(list(clouds.values())).astype(np.float64)
+    bounds = np.cumsum([0] + [len(features) for features in clouds.values()])
+    panels = projections(stacked, self.seed)
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    for axis, (method, points) in zip(axes[0], panels.items()):
+      for (label, _), start, stop, color in zip(clouds.items(), bounds[:-1], bounds[1:],
+                                                ("tab:blue", "tab:green", "tab:orange")):
+        axis.scatter(points[start:stop, 0], points[start:stop, 1], s=8, alpha=0.6,
+                     color=color, label=label)
+      axis.set_title(f"{method} of {self.name} features")
+      axis.legend()
+    figure.tight_layout()
+    os.makedirs(self.out_dir, exist_ok=True)
+    tmp_path = os.path.join(self.out_dir, f".domain_gap.tmp-{os.getpid()}.png")
+    figure.savefig(tmp_path, dpi=100)
+    plt.close(figure)
+    os.replace(tmp_path, os.path.join(self.out_dir, "domain_gap.png"))
+    self.pictures = ["domain_gap.png"]

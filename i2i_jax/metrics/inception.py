@@ -1,0 +1,380 @@
+"""The FID Inception-v3 in Flax, its weights, and a batched feature extractor.
+
+The network is the "FID Inception" of TTUR / pytorch-fid / torch-fidelity: the
+TensorFlow graph `pt_inception-2015-12-05` with its quirks kept (TF1 bilinear
+resize to 299x299 without half-pixel centres, (x - 128) / 128 input scaling,
+average pools that do not count padding, a max pool in the last block, batch
+norm epsilon 1e-3). Module names mirror torch-fidelity's state-dict names so the
+weight conversion is mechanical.
+"""
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FID_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+    "weights-inception-2015-12-05-6726825d.pth")
+FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+# torch.hub convention: the file name ends with the first hex digits of its sha256.
+FID_WEIGHTS_SHA256_PREFIX = "6726825d"
+INPUT_SIZE = 299
+FEATURE_DIM = 2048
+
+
+def resize_bilinear_tf1(images: jax.Array, size: int) -> jax.Array:
+  """TensorFlow 1.x `resize_bilinear(align_corners=False)`, as the FID graph does.
+
+  Source coordinates are `dst * in / out` (no half-pixel offset), which is what
+  makes FID numbers comparable with the TensorFlow original.
+
+  Args:
+    images: [B, H, W, C] float32.
+    size: output height and width.
+
+  Returns:
+    [B, size, size, C] float32.
+  """
+  def axis_weights(in_size):
+    coords = jnp.arange(size, dtype=jnp.float32) * jnp.float32(in_size / size)
+    low = coords.astype(jnp.int32)
+    high = jnp.minimum(low + 1, in_size - 1)
+    return low, high, coords - low.astype(jnp.float32)
+
+  y_low, y_high, dy = axis_weights(images.shape[1])
+  x_low, x_high, dx = axis_weights(images.shape[2])
+  top = images[:, y_low]
+  bottom = images[:, y_high]
+  dx = dx[None, None, :, None]
+  top = top[:, :, x_low] + (top[:, :, x_high] - top[:, :, x_low]) * dx
+  bottom = bottom[:, :, x_low] + (bottom[:, :, x_high] - bottom[:, :, x_low]) * dx
+  return top + (bottom - top) * dy[None, :, None, None]
+
+
+class BasicConv2d(nn.Module):
+  """Conv (no bias) -> batch norm (eps 1e-3, inference) -> ReLU."""
+  features: int
+  kernel_size: tuple[int, int] = (1, 1)
+  strides: int = 1
+  padding: tuple[int, int] = (0, 0)
+
+  @nn.compact
+  def __call__(self, x):
+    pad_h, pad_w = self.padding
+    x = nn.Conv(self.features, self.kernel_size, strides=self.strides,
+                padding=((pad_h, pad_h), (pad_w, pad_w)), use_bias=False,
+                precision=jax.lax.Precision.HIGHEST,
+                # He init keeps activations O(1) through the 94 ReLU layers when the
+                # weights are random (offline runs); trained weights replace it.
+                kernel_init=nn.initializers.he_normal(), name="conv")(x)
+    x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
+    return nn.relu(x)
+
+
+def _avg_pool_3x3_same(x):
+  # TensorFlow's average pool does not count the zero padding.
+  return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
+                     count_include_pad=False)
+
+
+def _max_pool_3x3_s2(x):
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+
+
+class InceptionA(nn.Module):
+  pool_features: int
+
+  @nn.compact
+  def __call__(self, x):
+    branch1x1 = BasicConv2d(64, name="branch1x1")(x)
+    branch5x5 = BasicConv2d(48, name="branch5x5_1")(x)
+    branch5x5 = BasicConv2d(64, (5, 5), padding=(2, 2), name="branch5x5_2")(branch5x5)
+    branch3x3dbl = BasicConv2d(64, name="branch3x3dbl_1")(x)
+    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(branch3x3dbl)
+    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1), name="branch3x3dbl_3")(branch3x3dbl)
+    branch_pool = BasicConv2d(self.pool_features, name="branch_pool")(_avg_pool_3x3_same(x))
+    return jnp.concatenate([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=-1)
+
+
+class InceptionB(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    branch3x3 = BasicConv2d(384, (3, 3), strides=2, name="branch3x3")(x)
+    branch3x3dbl = BasicConv2d(64, name="branch3x3dbl_1")(x)
+    branch3x3dbl = BasicConv2d(96, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(branch3x3dbl)
+    branch3x3dbl = BasicConv2d(96, (3, 3), strides=2, name="branch3x3dbl_3")(branch3x3dbl)
+    return jnp.concatenate([branch3x3, branch3x3dbl, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class InceptionC(nn.Module):
+  channels_7x7: int
+
+  @nn.compact
+  def __call__(self, x):
+    c7 = self.channels_7x7
+    branch1x1 = BasicConv2d(192, name="branch1x1")(x)
+    branch7x7 = BasicConv2d(c7, name="branch7x7_1")(x)
+    branch7x7 = BasicConv2d(c7, (1, 7), padding=(0, 3), name="branch7x7_2")(branch7x7)
+    branch7x7 = BasicConv2d(192, (7, 1), padding=(3, 0), name="branch7x7_3")(branch7x7)
+    branch7x7dbl = BasicConv2d(c7, name="branch7x7dbl_1")(x)
+    branch7x7dbl = BasicConv2d(c7, (7, 1), padding=(3, 0), name="branch7x7dbl_2")(branch7x7dbl)
+    branch7x7dbl = BasicConv2d(c7, (1, 7), padding=(0, 3), name="branch7x7dbl_3")(branch7x7dbl)
+    branch7x7dbl = BasicConv2d(c7, (7, 1), padding=(3, 0), name="branch7x7dbl_4")(branch7x7dbl)
+    branch7x7dbl = BasicConv2d(192, (1, 7), padding=(0, 3), name="branch7x7dbl_5")(branch7x7dbl)
+    branch_pool = BasicConv2d(192, name="branch_pool")(_avg_pool_3x3_same(x))
+    return jnp.concatenate([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=-1)
+
+
+class InceptionD(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    branch3x3 = BasicConv2d(192, name="branch3x3_1")(x)
+    branch3x3 = BasicConv2d(320, (3, 3), strides=2, name="branch3x3_2")(branch3x3)
+    branch7x7x3 = BasicConv2d(192, name="branch7x7x3_1")(x)
+    branch7x7x3 = BasicConv2d(192, (1, 7), padding=(0, 3), name="branch7x7x3_2")(branch7x7x3)
+    branch7x7x3 = BasicConv2d(192, (7, 1), padding=(3, 0), name="branch7x7x3_3")(branch7x7x3)
+    branch7x7x3 = BasicConv2d(192, (3, 3), strides=2, name="branch7x7x3_4")(branch7x7x3)
+    return jnp.concatenate([branch3x3, branch7x7x3, _max_pool_3x3_s2(x)], axis=-1)
+
+
+class InceptionE(nn.Module):
+  """Mixed_7b (average branch pool) and Mixed_7c (max branch pool, a TF quirk)."""
+  max_pool_branch: bool
+
+  @nn.compact
+  def __call__(self, x):
+    branch1x1 = BasicConv2d(320, name="branch1x1")(x)
+    branch3x3 = BasicConv2d(384, name="branch3x3_1")(x)
+    branch3x3 = jnp.concatenate([
+        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(branch3x3),
+        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(branch3x3),
+    ], axis=-1)
+    branch3x3dbl = BasicConv2d(448, name="branch3x3dbl_1")(x)
+    branch3x3dbl = BasicConv2d(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(branch3x3dbl)
+    branch3x3dbl = jnp.concatenate([
+        BasicConv2d(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(branch3x3dbl),
+        BasicConv2d(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(branch3x3dbl),
+    ], axis=-1)
+    if self.max_pool_branch:
+      pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+    else:
+      pooled = _avg_pool_3x3_same(x)
+    branch_pool = BasicConv2d(192, name="branch_pool")(pooled)
+    return jnp.concatenate([branch1x1, branch3x3, branch3x3dbl, branch_pool], axis=-1)
+
+
+class FIDInceptionV3(nn.Module):
+  """Inception-v3 as used for FID, up to the 2048-d average-pooled features."""
+
+  @nn.compact
+  def __call__(self, images):
+    """Pool features of RGB images.
+
+    Args:
+      images: [B, H, W, 3] uint8 or float32 in [0, 255], any H and W.
+
+    Returns:
+      [B, 2048] float32.
+    """
+    x = resize_bilinear_tf1(images.astype(jnp.float32), INPUT_SIZE)
+    x = (x - 128.0) / 128.0
+    x = BasicConv2d(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
+    x = BasicConv2d(32, (3, 3), name="Conv2d_2a_3x3")(x)
+    x = BasicConv2d(64, (3, 3), padding=(1, 1), name="Conv2d_2b_3x3")(x)
+    x = _max_pool_3x3_s2(x)
+    x = BasicConv2d(80, name="Conv2d_3b_1x1")(x)
+    x = BasicConv2d(192, (3, 3), name="Conv2d_4a_3x3")(x)
+    x = _max_pool_3x3_s2(x)
+    x = InceptionA(32, name="Mixed_5b")(x)
+    x = InceptionA(64, name="Mixed_5c")(x)
+    x = InceptionA(64, name="Mixed_5d")(x)
+    x = InceptionB(name="Mixed_6a")(x)
+    x = InceptionC(128, name="Mixed_6b")(x)
+    x = InceptionC(160, name="Mixed_6c")(x)
+    x = InceptionC(160, name="Mixed_6d")(x)
+    x = InceptionC(192, name="Mixed_6e")(x)
+    x = InceptionD(name="Mixed_7a")(x)
+    x = InceptionE(max_pool_branch=False, name="Mixed_7b")(x)
+    x = InceptionE(max_pool_branch=True, name="Mixed_7c")(x)
+    return jnp.mean(x, axis=(1, 2))
+
+
+def convert_torch_state_dict(state_dict) -> dict:
+  """torch-fidelity / pytorch-fid FID Inception state dict -> Flax variables.
+
+  Args:
+    state_dict: mapping from torch names (`Mixed_5b.branch1x1.conv.weight`, ...)
+      to arrays (torch tensors or numpy). The classifier (`fc.*`) and
+      `num_batches_tracked` entries are not used by the pool features.
+
+  Returns:
+    {"params": ..., "batch_stats": ...} nested dicts of float32 numpy arrays.
+  """
+  variables = {"params": {}, "batch_stats": {}}
+  bn_fields = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+               "running_mean": ("batch_stats", "mean"),
+               "running_var": ("batch_stats", "var")}
+  for name, value in state_dict.items():
+    *path, layer, field = name.split(".")
+    if path and path[0] == "fc" or layer == "fc" or field == "num_batches_tracked":
+      continue
+    value = np.asarray(value, dtype=np.float32)
+    if layer == "conv" and field == "weight":
+      collection, leaf, value = "params", "kernel", value.transpose(2, 3, 1, 0)
+    elif layer == "bn" and field in bn_fields:
+      collection, leaf = bn_fields[field]
+    else:
+      raise ValueError(f"Unexpected FID Inception weight {name!r} with shape {value.shape}.")
+    node = variables[collection]
+    for key in [*path, layer]:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return variables
+
+
+def default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/i2i_jax (or ~/.cache/i2i_jax)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "i2i_jax")
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def fetch_fid_weights(cache_dir: str | None = None, url: str = FID_WEIGHTS_URL) -> str:
+  """Path of the FID Inception weights (.pth), downloading them once into the cache.
+
+  Raises:
+    FileNotFoundError: offline and not cached; the message says where to put the file.
+    ValueError: the file's sha256 does not start with the expected prefix.
+  """
+  cache_dir = cache_dir or default_cache_dir()
+  path = os.path.join(cache_dir, FID_WEIGHTS_FILENAME)
+  if not os.path.exists(path):
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp_path = f"{path}.download-{os.getpid()}"
+    try:
+      urllib.request.urlretrieve(url, tmp_path)
+    except (urllib.error.URLError, OSError) as e:
+      if os.path.exists(tmp_path):
+        os.remove(tmp_path)
+      raise FileNotFoundError(
+          f"Could not download the FID Inception weights from {url} ({e}). Download "
+          f"that file elsewhere and copy it to {path}, or pass its path with "
+          "--inception_weights. Without it, use --fd_network=inception_random_init "
+          "(a Frechet distance that is not the standard FID).") from e
+    os.replace(tmp_path, path)
+  digest = _sha256(path)
+  if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
+    raise ValueError(
+        f"{path}: sha256 {digest} does not start with {FID_WEIGHTS_SHA256_PREFIX}; the file "
+        f"is corrupt or not {FID_WEIGHTS_FILENAME}. Delete it and download it again.")
+  return path
+
+
+def load_fid_variables(weights_path: str) -> dict:
+  """Flax variables from a `.pth` (needs torch) or a converted `.npz` cache.
+
+  A `.pth` is converted once; the result is cached beside it as `.npz` so later
+  runs need no torch.
+  """
+  npz_path = os.path.splitext(weights_path)[0] + ".npz"
+  if not os.path.exists(npz_path):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(
+          f"Converting {weights_path} needs PyTorch (pip install torch); or give the "
+          f"converted {npz_path}.") from e
+    state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    variables = convert_torch_state_dict({k: v.numpy() for k, v in state_dict.items()})
+    flat = {"/".join(path): value for path, value in _flatten(variables)}
+    tmp_path = f"{npz_path}.tmp-{os.getpid()}.npz"
+    np.savez(tmp_path, **flat)
+    os.replace(tmp_path, npz_path)
+    return variables
+  with np.load(npz_path) as data:
+    variables = {}
+    for key in data.files:
+      *path, leaf = key.split("/")
+      node = variables
+      for part in path:
+        node = node.setdefault(part, {})
+      node[leaf] = data[key]
+  return variables
+
+
+def _flatten(tree, prefix=()):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _flatten(value, prefix + (key,))
+    else:
+      yield prefix + (key,), value
+
+
+def random_fid_variables(seed: int = 0) -> dict:
+  """Seeded random weights of the FID Inception (for offline runs and tests)."""
+  init = jax.jit(FIDInceptionV3().init)
+  return jax.device_get(init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 3), jnp.float32)))
+
+
+class InceptionFeatures:
+  """Batched, jitted 2048-d FID Inception features of uint8 images.
+
+  `name` labels the distance computed from these features: "FID" only for the
+  standard weights, "FD_inception_random_init" for seeded random weights, so
+  nobody mistakes one for the other.
+  """
+
+  def __init__(self, variables: dict, name: str, batch_size: int = 32):
+    self.variables = jax.device_put(variables)
+    self.name = name
+    self.batch_size = batch_size
+    self._apply = jax.jit(FIDInceptionV3().apply)
+
+  @classmethod
+  def pretrained(cls, weights_path: str | None = None, batch_size: int = 32):
+    """Standard FID weights (downloaded and cached when `weights_path` is None)."""
+    return cls(load_fid_variables(weights_path or fetch_fid_weights()), "FID", batch_size)
+
+  @classmethod
+  def random_init(cls, seed: int = 0, batch_size: int = 32):
+    return cls(random_fid_variables(seed), "FD_inception_random_init", batch_size)
+
+  def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    """Features of a sequence of images.
+
+    Args:
+      images: a sequence (list, array, random-access source) of [H, W, 3] uint8
+        images; images in one batch must share H and W.
+
+    Returns:
+      [N, 2048] float32 numpy array.
+    """
+    features = []
+    batch_size = min(self.batch_size, len(images))
+    for start in range(0, len(images), batch_size):
+      batch = [np.asarray(images[i]) for i in range(start, min(start + batch_size, len(images)))]
+      shapes = {image.shape for image in batch}
+      if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[-1] != 3:
+        raise ValueError(
+            f"Images {start}..{start + len(batch) - 1} must all be [H, W, 3] of one size; "
+            f"found shapes {sorted(shapes)}.")
+      # Pad the last batch to a full one so the jitted function compiles once.
+      stacked = np.stack(batch + [batch[-1]] * (batch_size - len(batch)))
+      features.append(np.asarray(self._apply(self.variables, stacked))[:len(batch)])
+    return np.concatenate(features) if features else np.zeros((0, FEATURE_DIM), np.float32)
