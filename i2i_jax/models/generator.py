@@ -117,6 +117,9 @@ class ResNetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
+    if images.shape[1] % 4 or images.shape[2] % 4:
+      raise ValueError(f"generator input height and width must be multiples of 4 (two "
+                       f"stride-2 resamplings), got images of shape {images.shape}")
     width = self.res_channels
     encoder_blocks = self.res_blocks - self.res_blocks // 2
     x = images.astype(self.dtype)
