@@ -149,16 +149,27 @@ def test_domains_are_shuffled_independently_and_reshuffled_each_epoch(folders):
   assert len({tuple(e) for e in epochs}) == 3
 
 
-def test_hosts_read_disjoint_shards(folders):
-  seen = []
+def test_hosts_split_every_global_batch_of_the_single_host_sequence(folders):
+  spec = f"folder:{folders / 'source'}"
+  one_host, _ = pipeline.make_domain_dataset(spec, preprocess_spec="flip_lr", seed=0)
+  iterator = iter(one_host)
+  global_sequence = [next(iterator) for _ in range(12)]
+  hosts = []
   for host in range(2):
     records, size = pipeline.make_domain_dataset(
-        f"folder:{folders / 'source'}", preprocess_spec="", seed=0,
-        process_index=host, process_count=2)
+        spec, preprocess_spec="flip_lr", seed=0, process_index=host, process_count=2,
+        host_batch_size=3)
+    assert size == 5
     iterator = iter(records)
-    seen.append({next(iterator)["relpath"] for _ in range(size)})
-  assert not seen[0] & seen[1]
-  assert len(seen[0] | seen[1]) == 10
+    hosts.append([next(iterator) for _ in range(6)])
+  for step in range(2):  # global batch = host 0's 3 slots, then host 1's
+    expected = global_sequence[6 * step:6 * step + 6]
+    got = hosts[0][3 * step:3 * step + 3] + hosts[1][3 * step:3 * step + 3]
+    assert [r["relpath"] for r in got] == [r["relpath"] for r in expected]
+    for a, b in zip(got, expected):  # augmentation too
+      np.testing.assert_array_equal(a["image"], b["image"])
+  first_epoch = {r["relpath"] for r in global_sequence[:10]}
+  assert len(first_epoch) == 10
 
 
 @pytest.mark.parametrize("workers", [0, 2])

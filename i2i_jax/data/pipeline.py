@@ -7,9 +7,11 @@
    "source_label": [B_host, H, W] uint8 (only with data.with_labels)}
 
 with B_host = data.batch_size // process_count. Each domain is its own grain
-pipeline: its host's shard of the source (`jax.process_index()`), shuffled
-with its own seed, repeated forever (reshuffled each epoch), decoded and
-preprocessed in `data.read_threads` threads, bad records dropped, batched; the
+pipeline: the source shuffled with its own seed, repeated forever (reshuffled
+each epoch), augmented, then this host's slots of every global batch
+(`jax.process_index()`; every host sees the same global sequence, so the
+global batch is the same for any number of hosts), decoded and preprocessed in
+`data.read_threads` threads, bad records dropped, batched; the
 two are zipped and, with `data.worker_count > 0`, run in that many worker
 processes. Everything is deterministic given the seeds and the worker count.
 
@@ -148,6 +150,37 @@ class TrainIterator(grain.DatasetIterator):
     self._records_read = dict(state["records_read"])
 
 
+class _HostSlots(grain.MapDataset):
+  """This host's slots of every global batch, from the global record sequence.
+
+  Global batch k is records [k*B, (k+1)*B) of the (shuffled, augmented)
+  sequence, the same on every host; host i of P takes slots [i*b, (i+1)*b)
+  of it (b = B / P). So the global batch at step k holds the same examples,
+  in the same order, whatever the number of hosts — a 2x4-device run sees the
+  data a 1x8-device run sees.
+  """
+
+  def __init__(self, parent: grain.MapDataset, host_batch: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    self._host_batch, self._index, self._count = host_batch, process_index, process_count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def _global_index(self, index: int) -> int:
+    step, slot = divmod(index, self._host_batch)
+    return (step * self._count + self._index) * self._host_batch + slot
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global_index(index)]
+
+  def __str__(self) -> str:
+    return f"HostSlots(host {self._index} of {self._count}, {self._host_batch} per batch)"
+
+
 def _domain_seed(seed: int, shuffle_seed: int, domain: int) -> int:
   return int(np.random.SeedSequence([seed, shuffle_seed, domain]).generate_state(1)[0])
 
@@ -155,7 +188,7 @@ def _domain_seed(seed: int, shuffle_seed: int, domain: int) -> int:
 def make_domain_dataset(
     spec: str, *, labels: str = "", with_labels: bool = False,
     preprocess_spec: str, seed: int, process_index: int = 0,
-    process_count: int = 1, read_options: grain.ReadOptions | None = None,
+    process_count: int = 1, host_batch_size: int = 1, read_options: grain.ReadOptions | None = None,
     tfds_data_dir: str | None = None) -> tuple[grain.IterDataset, int]:
   """One domain's records, preprocessed, bad ones dropped, repeated forever.
 
@@ -164,27 +197,27 @@ def make_domain_dataset(
     labels: label folder for folder sources ("" for none).
     with_labels: keep "label"; the source must have labels.
     preprocess_spec: op string, see `preprocess.parse`.
-    seed: shuffle and augmentation seed.
-    process_index: this host's index; it reads records index::process_count.
-    process_count: number of hosts.
+    seed: shuffle and augmentation seed (the same on every host).
+    process_index: this host's index.
+    process_count: number of hosts; host i reads its `host_batch_size` slots of
+      every global batch (see `_HostSlots`).
+    host_batch_size: examples per batch on each host.
     read_options: grain threads and buffer for reading and preprocessing.
     tfds_data_dir: where tfds: sources live (None: TFDS's default).
 
   Returns:
     (dataset of {"image": [H, W, 3] (float32 after value_range),
      "label": [H, W] uint8 (with_labels), "relpath": str, "skipped": int},
-     number of records in this host's shard).
+     records per host and epoch).
   """
   source = sources.open_source(spec, labels=labels, tfds_data_dir=tfds_data_dir)
   if with_labels and not source.has_labels:
     raise ValueError(f"data source {spec!r} has no labels but with_labels is "
                      "set; give data.source_labels for folder sources")
-  dataset = grain.MapDataset.source(source)[process_index::process_count]
-  if not len(dataset):
+  if len(source) < process_count:
     raise ValueError(f"data source {spec!r} has {len(source)} records, too few "
-                     f"for host {process_index} of {process_count}")
-  shard_size = len(dataset)
-  dataset = dataset.seed(seed).shuffle().repeat()
+                     f"for {process_count} hosts")
+  dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   if source.has_labels and not with_labels:
     dataset = dataset.map(_drop_label)
   for op in preprocess.parse(preprocess_spec):
@@ -192,8 +225,11 @@ def make_domain_dataset(
       dataset = dataset.random_map(op)
     else:
       dataset = dataset.map(op)
+  if process_count > 1:
+    dataset = _HostSlots(dataset, host_batch_size, process_index, process_count)
   records = dataset.to_iter_dataset(read_options)
-  return _DropBadRecords(records, spec, max_consecutive=shard_size), shard_size
+  return (_DropBadRecords(records, spec, max_consecutive=len(source)),
+          max(1, len(source) // process_count))
 
 
 def _drop_label(record):
@@ -259,7 +295,7 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
         preprocess_spec=data_config.preprocess,
         seed=_domain_seed(seed, data_config.shuffle_seed, index),
         process_index=process_index, process_count=process_count,
-        read_options=read_options, tfds_data_dir=tfds_data_dir)
+        host_batch_size=host_batch, read_options=read_options, tfds_data_dir=tfds_data_dir)
     batched.append(records.batch(host_batch, drop_remainder=True,
                                  batch_fn=_batch_domain))
   dataset = grain.experimental.ZipIterDataset(batched).map(_join_domains)
