@@ -1,0 +1,352 @@
+r"""Ablation sweeps over `--config.*` overrides: run every point, then one table.
+
+  python launch/sweep.py run launch/sweeps/example.py --root=/tmp/sweep
+      every run in /tmp/sweep/<run name>/, one after another on this machine
+  python launch/sweep.py run SWEEP --root=/shared/sweep --launcher=slurm [--dry-run]
+      one SLURM array job (launch/slurm_gpu.sbatch), one array task per run
+  python launch/sweep.py run SWEEP --root=gs://bucket/sweep --launcher=tpu \
+      --tpu_args="--project=P --zone=Z --accelerator=v4-32 --name=N" [--dry-run]
+      the runs one after another on one TPU slice (launch/tpu_pod.sh)
+  python launch/sweep.py collect --root=/tmp/sweep [--sort=-g_total] [--metrics=g_total,fid.fid]
+      prints one Markdown table and writes ROOT/results.md and ROOT/results.csv
+
+A sweep file is Python with `get_sweep()` returning a dict:
+
+  base_config  the config file every run starts from ("configs/tiny.py").
+  fixed        {key: value}: overrides shared by every run (optional).
+  grid         {key: [values]}: every combination is a run (optional).
+  random       {"params": {key: spec}, "num_samples": n, "seed": s} (optional):
+               n random points, each spec ("choice", [values]), ("uniform", lo, hi),
+               ("log_uniform", lo, hi) or ("int", lo, hi) (both ends included).
+               With a grid too, every grid point is crossed with the n points.
+
+Keys are config paths without the `config.` prefix ("loss.vsa_coef"); every key
+must exist in the base config. `run` writes ROOT/sweep.json (the runs, their
+workdirs and overrides), which `collect` reads. A run's numbers are the last
+value of each TensorBoard scalar in WORKDIR/tensorboard and, when present, the
+metrics of WORKDIR/eval/report.json (`python -m i2i_jax.evaluate --out=WORKDIR/eval`)
+as "<section>.<name>". Running a sweep again resumes unfinished runs (the
+trainer resumes from each workdir's last checkpoint).
+
+ROOT may be a local path or gs:// / s3:// where etils epath can reach it.
+"""
+
+import argparse
+import csv
+import importlib.util
+import io
+import itertools
+import json
+import math
+import re
+import shlex
+import struct
+import subprocess
+import sys
+from typing import Any
+
+from etils import epath
+import numpy as np
+from tensorboardX.proto import event_pb2
+
+LAUNCH_DIR = epath.Path(__file__).parent
+SWEEP_JSON = "sweep.json"
+RUNS_FILE = "runs.txt"
+
+
+def load_python_file(path: str, function: str) -> Any:
+  """Calls `function()` of the Python file `path`."""
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f"no such file: {path}")
+  spec = importlib.util.spec_from_file_location(f"_loaded_{epath.Path(path).stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, function):
+    raise ValueError(f"{path} has no {function}()")
+  return getattr(module, function)()
+
+
+def _sample(spec: Any, key: str, rng: np.random.Generator, sweep_file: str) -> Any:
+  kind, *args = spec
+  if kind == "choice":
+    return args[0][rng.integers(len(args[0]))]
+  if kind == "uniform":
+    return float(rng.uniform(args[0], args[1]))
+  if kind == "log_uniform":
+    return float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+  if kind == "int":
+    return int(rng.integers(args[0], args[1] + 1))
+  raise ValueError(f"{sweep_file}: random.params[{key!r}] = {spec!r}: expected "
+                   "('choice', [values]), ('uniform', lo, hi), ('log_uniform', lo, hi) "
+                   "or ('int', lo, hi)")
+
+
+def expand(sweep: dict[str, Any], sweep_file: str) -> list[dict[str, Any]]:
+  """The overrides of every run: fixed, then grid point, then random point."""
+  unknown = set(sweep) - {"base_config", "fixed", "grid", "random"}
+  if unknown or "base_config" not in sweep:
+    raise ValueError(f"{sweep_file}: get_sweep() must return base_config and optionally "
+                     f"fixed, grid, random; found keys {sorted(sweep)}")
+  grid = sweep.get("grid", {})
+  for key, values in grid.items():
+    if not isinstance(values, (list, tuple)) or not values:
+      raise ValueError(f"{sweep_file}: grid[{key!r}] must be a non-empty list, got {values!r}")
+  grid_points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+  random_points = [{}]
+  if "random" in sweep:
+    random = sweep["random"]
+    missing = {"params", "num_samples"} - set(random)
+    if missing:
+      raise ValueError(f"{sweep_file}: random needs {sorted(missing)}")
+    rng = np.random.default_rng(random.get("seed", 0))
+    random_points = [
+        {key: _sample(spec, key, rng, sweep_file) for key, spec in random["params"].items()}
+        for _ in range(random["num_samples"])]
+  return [{**sweep.get("fixed", {}), **grid_point, **random_point}
+          for grid_point in grid_points for random_point in random_points]
+
+
+def _lookup(config: Any, key: str, where: str) -> Any:
+  value = config
+  for part in key.split("."):
+    if not hasattr(value, "keys") or part not in value.keys():
+      raise KeyError(f"{where}: config key {key!r} does not exist in the base config")
+    value = value[part]
+  return value
+
+
+def format_value(value: Any) -> str:
+  """A value as `--config.KEY=` expects it (ml_collections' flag parsers)."""
+  if isinstance(value, (tuple, list)):
+    return "(" + ",".join(format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def run_name(index: int, overrides: dict[str, Any], swept: list[str]) -> str:
+  """'003_lsh_out_channels=64_vsa_coef=10.0': index, then the swept values."""
+  short = {key: key.rsplit(".", 1)[-1] for key in swept}
+  if len(set(short.values())) < len(short):
+    short = {key: key for key in swept}
+  parts = [f"{short[key]}={format_value(overrides[key])}" for key in swept]
+  return re.sub(r"[^A-Za-z0-9._=,()-]", "-", "_".join([f"{index:03d}", *parts]))
+
+
+def plan(sweep_file: str, root: str) -> dict[str, Any]:
+  """The runs of a sweep file: names, workdirs and overrides, checked against the base config."""
+  sweep = load_python_file(sweep_file, "get_sweep")
+  base_config = sweep.get("base_config", "")
+  if not epath.Path(base_config).exists():
+    raise FileNotFoundError(f"{sweep_file}: base_config {base_config!r} does not exist "
+                            "(paths are relative to where sweep.py runs, the repository root)")
+  config = load_python_file(base_config, "get_config")
+  points = expand(sweep, sweep_file)
+  swept = [key for key in points[0] if key not in sweep.get("fixed", {})]
+  for key in points[0]:
+    _lookup(config, key, sweep_file)
+  runs = []
+  for index, overrides in enumerate(points):
+    name = run_name(index, overrides, swept)
+    runs.append({"name": name, "workdir": str(epath.Path(root) / name), "overrides": overrides})
+  total_steps = {run["name"]: run["overrides"].get("total_steps", config.total_steps)
+                 for run in runs}
+  return {"sweep_file": sweep_file, "base_config": base_config, "swept": swept,
+          "total_steps": total_steps, "runs": runs}
+
+
+def train_args(sweep_plan: dict[str, Any], run: dict[str, Any]) -> list[str]:
+  """The flags of `python -m i2i_jax.train` for one run."""
+  return [f"--config={sweep_plan['base_config']}", f"--workdir={run['workdir']}",
+          *(f"--config.{key}={format_value(value)}" for key, value in run["overrides"].items())]
+
+
+def write_plan(sweep_plan: dict[str, Any], root: epath.Path) -> None:
+  root.mkdir(parents=True, exist_ok=True)
+  (root / SWEEP_JSON).write_text(json.dumps(sweep_plan, indent=2) + "\n")
+  # One line per run, shell-quoted: the slurm array task i appends line i to its command.
+  (root / RUNS_FILE).write_text("".join(
+      shlex.join(train_args(sweep_plan, run)[1:]) + "\n" for run in sweep_plan["runs"]))
+
+
+def launch_commands(sweep_plan: dict[str, Any], root: epath.Path, launcher: str,
+                    tpu_args: str) -> list[list[str]]:
+  """The commands that run the sweep with `launcher` ("local", "slurm" or "tpu")."""
+  if launcher == "local":
+    return [[sys.executable, "-m", "i2i_jax.train", *train_args(sweep_plan, run)]
+            for run in sweep_plan["runs"]]
+  if launcher == "slurm":
+    count = len(sweep_plan["runs"])
+    return [["sbatch", f"--array=0-{count - 1}", "--job-name=sweep",
+             f"--output={root}/slurm-%A_%a.out",
+             f"--export=ALL,RUNS_FILE={root / RUNS_FILE}",
+             str(LAUNCH_DIR / "slurm_gpu.sbatch"), f"--config={sweep_plan['base_config']}"]]
+  if launcher == "tpu":
+    if not tpu_args:
+      raise ValueError("--launcher=tpu needs --tpu_args (launch/tpu_pod.sh flags: "
+                       "--project, --zone, --accelerator, --name)")
+    return [["bash", str(LAUNCH_DIR / "tpu_pod.sh"), *shlex.split(tpu_args),
+             *train_args(sweep_plan, run)[:2], "--",
+             *train_args(sweep_plan, run)[2:]] for run in sweep_plan["runs"]]
+  raise ValueError(f"unknown --launcher={launcher!r}; use local, slurm or tpu")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+  root = epath.Path(args.root)
+  sweep_plan = plan(args.sweep_file, str(root))
+  commands = launch_commands(sweep_plan, root, args.launcher, args.tpu_args)
+  if args.dry_run:
+    for command in commands:
+      print(shlex.join(command))
+    return 0
+  write_plan(sweep_plan, root)
+  # slurm: one command (the array job) for all runs; otherwise one command per run.
+  labels = (["sbatch"] if args.launcher == "slurm"
+            else [run["name"] for run in sweep_plan["runs"]])
+  failed = []
+  for label, command in zip(labels, commands):
+    print(f"[sweep] {shlex.join(command)}", file=sys.stderr, flush=True)
+    if subprocess.run(command, check=False).returncode:
+      failed.append(label)
+  if failed:
+    print(f"[sweep] failed: {', '.join(failed)}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def _tfrecords(data: bytes):
+  """The records of a TFRecord file (length, crc, bytes, crc; crcs not checked)."""
+  offset = 0
+  while offset + 12 <= len(data):
+    (length,) = struct.unpack_from("<Q", data, offset)
+    end = offset + 12 + length
+    if end + 4 > len(data):  # a record still being written
+      return
+    yield data[offset + 12:end]
+    offset = end + 4
+
+
+def final_scalars(logdir: epath.Path) -> tuple[int | None, dict[str, float]]:
+  """(last step, {tag: value at its last step}) of the TensorBoard event files in `logdir`.
+
+  Read without TensorFlow: event files are TFRecords of `Event` protos, and
+  tensorboardX (the writer train.py uses) ships the proto classes.
+  """
+  last: dict[str, tuple[int, float]] = {}
+  if logdir.exists():
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+      for record in _tfrecords(path.read_bytes()):
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+          if value.HasField("simple_value") and event.step >= last.get(value.tag, (-1,))[0]:
+            last[value.tag] = (event.step, value.simple_value)
+  step = max((s for s, _ in last.values()), default=None)
+  return step, {tag: value for tag, (_, value) in last.items()}
+
+
+def eval_metrics(workdir: epath.Path) -> dict[str, float | None]:
+  """{"section.name": value} of WORKDIR/eval/report.json, {} when there is none."""
+  path = workdir / "eval" / "report.json"
+  if not path.exists():
+    return {}
+  try:
+    sections = json.loads(path.read_text())["metrics"]
+  except (json.JSONDecodeError, KeyError) as error:
+    raise ValueError(f"{path}: not an evaluation report ({error!r})") from error
+  return {f"{section}.{name}": value for section, metrics in sections.items()
+          for name, value in metrics.items()}
+
+
+def collect_rows(sweep_plan: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+  """(metric columns, one row per run: name, status, step, overrides and metrics)."""
+  rows, metric_columns = [], {}
+  for run in sweep_plan["runs"]:
+    workdir = epath.Path(run["workdir"])
+    step, scalars = final_scalars(workdir / "tensorboard")
+    metrics = {**scalars, **eval_metrics(workdir)}
+    metric_columns.update(dict.fromkeys(metrics))
+    total = sweep_plan["total_steps"][run["name"]]
+    status = "missing" if step is None else "done" if step >= total else "partial"
+    rows.append({"run": run["name"], "status": status, "step": step,
+                 **{key: run["overrides"][key] for key in sweep_plan["swept"]}, **metrics})
+  return list(metric_columns), rows
+
+
+def sort_rows(rows: list[dict[str, Any]], sort: str, swept: list[str]) -> list[dict[str, Any]]:
+  """By `sort` (a column; "-" first for descending; missing values last), else by the swept values."""
+  if not sort:
+    return sorted(rows, key=lambda row: [(str(type(row[k])), row[k]) for k in swept])
+  descending, column = sort.startswith("-"), sort.lstrip("-")
+  if rows and all(column not in row for row in rows):
+    raise KeyError(f"--sort={sort}: no column {column!r}; columns: {sorted(rows[0])}")
+  present = [row for row in rows if row.get(column) is not None]
+  absent = [row for row in rows if row.get(column) is None]
+  return sorted(present, key=lambda row: row[column], reverse=descending) + absent
+
+
+def _cell(value: Any) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.6g}"
+  return str(value)
+
+
+def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+  return "\n".join(lines) + "\n"
+
+
+def csv_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  return out.getvalue()
+
+
+def collect(args: argparse.Namespace) -> int:
+  root = epath.Path(args.root)
+  if not (root / SWEEP_JSON).exists():
+    raise FileNotFoundError(f"no {SWEEP_JSON} in {root}: is it the --root of `sweep.py run`?")
+  sweep_plan = json.loads((root / SWEEP_JSON).read_text())
+  metric_columns, rows = collect_rows(sweep_plan)
+  if args.metrics:
+    metric_columns = args.metrics.split(",")
+  columns = ["run", "status", "step", *sweep_plan["swept"], *metric_columns]
+  rows = sort_rows(rows, args.sort, sweep_plan["swept"])
+  # Override values exactly as the runs were given them ("1.0", "(32,16,1)").
+  rows = [{**row, **{key: format_value(row[key]) for key in sweep_plan["swept"]}}
+          for row in rows]
+  table = markdown_table(columns, rows)
+  (root / "results.md").write_text(table)
+  (root / "results.csv").write_text(csv_table(columns, rows))
+  print(table, end="")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="launch/sweep.py", description=__doc__.split("\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=__doc__.split("\n", 1)[1])
+  commands = parser.add_subparsers(dest="command", required=True)
+  run_parser = commands.add_parser("run", help="run (or emit) every run of a sweep file")
+  run_parser.add_argument("sweep_file", help="Python file with get_sweep()")
+  run_parser.add_argument("--root", required=True, help="each run goes to ROOT/<run name>")
+  run_parser.add_argument("--launcher", default="local", choices=("local", "slurm", "tpu"))
+  run_parser.add_argument("--tpu_args", default="", help="launch/tpu_pod.sh flags (tpu)")
+  run_parser.add_argument("--dry-run", action="store_true",
+                          help="print the commands; write and run nothing")
+  collect_parser = commands.add_parser("collect", help="one table of every run's final numbers")
+  collect_parser.add_argument("--root", required=True, help="the --root of `run`")
+  collect_parser.add_argument("--sort", default="",
+                              help="column to sort by, '-' first for descending")
+  collect_parser.add_argument("--metrics", default="",
+                              help="comma-separated metric columns (default: all)")
+  args = parser.parse_args(argv)
+  return run_sweep(args) if args.command == "run" else collect(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
