@@ -16,6 +16,31 @@ def get_config() -> ml_collections.ConfigDict:
   # Dtype of activations; parameters and optimizer states stay float32.
   # bfloat16 is recommended on GPU/TPU.
   config.compute_dtype = "float32"
+  # Each optimisation batch of `data.batch_size` images is processed as this
+  # many sequential micro-batches (gradients averaged; G then D as in one step).
+  config.grad_accum_steps = 1
+
+  # Devices form one mesh axis "data" over all hosts; the batch is split over
+  # it. Parameters are replicated; with `fsdp` the fixed LSH projections and
+  # both optimizer states are split over it too (arrays of at least
+  # `fsdp_min_size` elements, along their largest axis the device count divides).
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.fsdp = False
+  config.sharding.fsdp_min_size = 2**18
+
+  # Orbax checkpoints in WORKDIR/checkpoints (see i2i_jax/checkpoint.py).
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 5_000
+  config.checkpoint.keep = 3  # most recent checkpoints kept (0: all)
+  config.checkpoint.keep_every_steps = 50_000  # also kept forever (0: none)
+  config.checkpoint.async_save = True  # write off the training thread
+
+  config.log_every_steps = 100  # scalars and the progress line
+  config.log_images_every = 1_000  # image grids (IMAGE_LOGGING_FREQ)
+  # Images per domain behind the logged style distance (Frechet distance of
+  # colour/texture statistics, translated vs target); 0 turns it off.
+  config.style_distance_images = 0
+  config.image_grid_rows = 4  # examples per logged image grid
 
   config.model = ml_collections.ConfigDict()
   config.model.in_channels = 3

@@ -9,6 +9,16 @@ One step reproduces one optimisation batch of the reference solver:
           the target's), Adam update of the discriminator.
 
 The VGG and the LSH projections are frozen constants: no optimizer sees them.
+
+With `config.grad_accum_steps = k` the batch is processed as k micro-batches:
+G gradients are averaged over all of them before the G update, then D
+gradients (with the updated G) before the D update, so k micro-batches of b
+images take the same step as one batch of k*b (every loss is a batch mean).
+
+The step is deterministic: VSAIT draws no random numbers while training (the
+reference has no dropout or noise), so the state holds no PRNG key; the data's
+randomness (shuffling, crops, flips) lives in the grain iterator, whose state
+is checkpointed with the train state.
 """
 
 from typing import Any
@@ -42,9 +52,9 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict, decay_steps: i
   return schedule
 
 
-def make_optimizer(opt_config: ml_collections.ConfigDict, decay_steps: int,
-                   decay_factor: float) -> optax.GradientTransformation:
-  """`torch.optim.Adam(weight_decay=wd)` + StepLR, from optax pieces.
+def make_optimizer(opt_config: ml_collections.ConfigDict,
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
+  """`torch.optim.Adam(weight_decay=wd)` with a learning-rate schedule, from optax pieces.
 
   PyTorch's Adam adds `wd * param` to the gradient *before* the moment
   estimates (L2 regularisation, not AdamW's decoupled decay), hence the order.
@@ -52,8 +62,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, decay_steps: int,
   return optax.chain(
       optax.add_decayed_weights(opt_config.weight_decay),
       optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
-      optax.scale_by_learning_rate(
-          learning_rate_schedule(opt_config, decay_steps, decay_factor)),
+      optax.scale_by_learning_rate(schedule),
   )
 
 
@@ -95,12 +104,15 @@ def _with_discriminator_params(variables: Variables, d_params: Variables) -> Var
 
 @flax.struct.dataclass
 class StepFunctions:
-  """The static parts of a step: modules, optimizers and loss settings."""
+  """The static parts of a step: modules, optimizers, schedules and loss settings."""
   modules: vsait.VSAITModules = flax.struct.field(pytree_node=False)
   g_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   d_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  g_schedule: optax.Schedule = flax.struct.field(pytree_node=False)
+  d_schedule: optax.Schedule = flax.struct.field(pytree_node=False)
   vsa_coef: float = flax.struct.field(pytree_node=False)
   gan_loss: str = flax.struct.field(pytree_node=False, default="hinge")
+  grad_accum_steps: int = flax.struct.field(pytree_node=False, default=1)
 
 
 def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
@@ -108,13 +120,21 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
   if config.loss.gan not in losses.GENERATOR_GAN_LOSSES:
     raise ValueError(f"config.loss.gan={config.loss.gan!r} is not one of "
                      f"{sorted(losses.GENERATOR_GAN_LOSSES)}")
+  grad_accum_steps = config.get("grad_accum_steps", 1)
+  if grad_accum_steps < 1:
+    raise ValueError(f"config.grad_accum_steps={grad_accum_steps} must be >= 1")
   opt = config.optimizer
+  g_schedule = learning_rate_schedule(opt.g, opt.lr_decay_steps, opt.lr_decay_factor)
+  d_schedule = learning_rate_schedule(opt.d, opt.lr_decay_steps, opt.lr_decay_factor)
   return StepFunctions(
       modules=vsait.build_modules(config.model, jnp.dtype(config.compute_dtype)),
-      g_optimizer=make_optimizer(opt.g, opt.lr_decay_steps, opt.lr_decay_factor),
-      d_optimizer=make_optimizer(opt.d, opt.lr_decay_steps, opt.lr_decay_factor),
+      g_optimizer=make_optimizer(opt.g, g_schedule),
+      d_optimizer=make_optimizer(opt.d, d_schedule),
+      g_schedule=g_schedule,
+      d_schedule=d_schedule,
       vsa_coef=config.loss.vsa_coef,
       gan_loss=config.loss.gan,
+      grad_accum_steps=grad_accum_steps,
   )
 
 
@@ -194,34 +214,83 @@ def discriminator_loss(d_params: Variables, inputs: dict[str, jax.Array],
                  "d_target": d_target}
 
 
+def _micro_batches(images: jax.Array, count: int) -> jax.Array:
+  """[B, ...] -> [count, B / count, ...]; micro-batch j holds images j, j + count, ...
+
+  Interleaved rather than contiguous so that, with B split over devices in
+  contiguous blocks, every micro-batch is spread over all devices.
+  """
+  if images.shape[0] % count:
+    raise ValueError(f"batch of {images.shape[0]} images does not split into "
+                     f"config.grad_accum_steps={count} micro-batches")
+  return jnp.swapaxes(images.reshape(images.shape[0] // count, count, *images.shape[1:]), 0, 1)
+
+
+def _mean_over_micro_batches(fn, init_tree, xs, count: int):
+  """Runs `fn(x) -> (tree, out)` over the leading axis of `xs` (lax.scan).
+
+  Returns (mean of the trees, stacked outs). `init_tree` gives the trees'
+  structure (its values are ignored).
+  """
+
+  def body(total, x):
+    tree, out = fn(x)
+    return jax.tree.map(jnp.add, total, tree), out
+
+  zeros = jax.tree.map(jnp.zeros_like, init_tree)
+  total, outs = jax.lax.scan(body, zeros, xs)
+  return jax.tree.map(lambda t: t / count, total), outs
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                fns: StepFunctions) -> tuple[TrainState, dict[str, jax.Array]]:
   """One reference optimisation batch: G (and map network) update, then D update.
 
   Args:
     state: current state.
-    batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1].
+    batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1];
+      B a multiple of `fns.grad_accum_steps`.
     fns: static step functions (close over them with functools.partial before jit).
   Returns:
-    (new state, scalar metrics: g_vsa, g_adv, g_total, d_total).
+    (new state, scalar metrics: g_vsa, g_adv, g_total, d_total (batch means of
+    the losses), g_lr, d_lr (the learning rates this step used)).
   """
-  source = batch["source"]
+  count = fns.grad_accum_steps
+  sources = _micro_batches(batch["source"], count)
+  targets = _micro_batches(batch["target"], count)
+
   g_params = generator_params(state.variables)
-  (_, g_aux), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-      g_params, state.variables, source, fns)
+  g_grad_fn = jax.value_and_grad(generator_loss, has_aux=True)
+
+  def g_micro_step(source):
+    (_, aux), grads = g_grad_fn(g_params, state.variables, source, fns)
+    return (grads, aux["losses"]), aux["outputs"]["hv_source"]
+
+  zero_losses = {"vsa": 0.0, "adv": 0.0, "total": 0.0}
+  (g_grads, g_losses), hv_sources = _mean_over_micro_batches(
+      g_micro_step, (g_params, zero_losses), sources, count)
   g_updates, g_opt_state = fns.g_optimizer.update(g_grads, state.g_opt_state, g_params)
   variables = _with_generator_params(state.variables, optax.apply_updates(g_params, g_updates))
 
-  d_inputs = jax.lax.stop_gradient(discriminator_inputs(
-      variables, source, batch["target"], g_aux["outputs"]["hv_source"], fns))
   d_params = discriminator_params(variables)
-  (d_total, _), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-      d_params, d_inputs, fns)
+  d_grad_fn = jax.value_and_grad(discriminator_loss, has_aux=True)
+
+  def d_micro_step(micro_batch):
+    source, target, hv_source = micro_batch
+    d_inputs = jax.lax.stop_gradient(
+        discriminator_inputs(variables, source, target, hv_source, fns))
+    (d_total, _), grads = d_grad_fn(d_params, d_inputs, fns)
+    return (grads, d_total), None
+
+  (d_grads, d_total), _ = _mean_over_micro_batches(
+      d_micro_step, (d_params, 0.0), (sources, targets, hv_sources), count)
   d_updates, d_opt_state = fns.d_optimizer.update(d_grads, state.d_opt_state, d_params)
   variables = _with_discriminator_params(variables, optax.apply_updates(d_params, d_updates))
 
-  metrics = {f"g_{k}": v for k, v in g_aux["losses"].items()}
+  metrics = {f"g_{k}": v for k, v in g_losses.items()}
   metrics["d_total"] = d_total
+  metrics["g_lr"] = fns.g_schedule(state.step)
+  metrics["d_lr"] = fns.d_schedule(state.step)
   new_state = state.replace(step=state.step + 1, variables=variables,
                             g_opt_state=g_opt_state, d_opt_state=d_opt_state)
   return new_state, metrics

@@ -1,0 +1,160 @@
+"""Train-step throughput and FLOPs, and where the FLOPs of one step go.
+
+  python benchmarks/train_step.py [--configs tiny,demo,vsait] [--steps 3] \
+      [--compute_dtype float32] [--split_config vsait]
+
+For each config: the jitted `training.train_step` at the config's batch and
+crop size on all local devices (batch split over them), timed after one
+compiling call. FLOPs per step are XLA's cost analysis of the compiled step
+(divide by step time and peak FLOP/s for MFU). The split attributes the FLOPs
+of one step of `--split_config` to the generator, VGG, LSH and discriminator
+(with the map network), from the cost analysis of each piece as the step uses
+it; their sum is printed next to the whole step's count as a check.
+"""
+
+import argparse
+import functools
+import importlib
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+
+from i2i_jax import sharding
+from i2i_jax import training
+from i2i_jax.models import vsait
+
+_PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+_PARSER.add_argument("--configs", default="tiny,demo,vsait",
+                     help="comma-separated config modules under configs/ ('' for none)")
+_PARSER.add_argument("--steps", type=int, default=3, help="timed steps per config")
+_PARSER.add_argument("--compute_dtype", default=None,
+                     help="override config.compute_dtype (float32, bfloat16)")
+_PARSER.add_argument("--split_config", default="vsait",
+                     help="config whose FLOPs are split ('' for none)")
+
+
+def _crop_shape(config) -> tuple[int, int]:
+  """(H, W) of the training crops, from the last crop or resize op of data.preprocess."""
+  ops = re.findall(r"(random_crop|center_crop|resize)\((\d+),\s*(\d+)\)", config.data.preprocess)
+  crops = [op for op in ops if op[0] != "resize"] or ops
+  if not crops:
+    raise ValueError(f"config.data.preprocess={config.data.preprocess!r} fixes no image size")
+  return int(crops[-1][1]), int(crops[-1][2])
+
+
+def _load(name: str, compute_dtype: str | None):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.model.vgg_weights = "random"  # timing does not depend on the weights
+  if compute_dtype:
+    config.compute_dtype = compute_dtype
+  return config
+
+
+def _flops(fn, *args) -> float:
+  return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
+
+
+def benchmark(name: str, steps: int, compute_dtype: str | None) -> dict:
+  config = _load(name, compute_dtype)
+  fns = training.make_step_functions(config)
+  mesh = sharding.make_mesh(jax.local_devices())
+  height, width = _crop_shape(config)
+  batch_size = max(config.data.batch_size, mesh.size)
+  init = lambda: training.create_train_state(
+      fns, vsait.init_variables(fns.modules, jax.random.key(0), (height, width)))
+  shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding)
+  state = jax.jit(init, out_shardings=shardings)()
+  images = jax.random.uniform(jax.random.key(1), (2, batch_size, height, width, 3),
+                              minval=-1, maxval=1)
+  batch = sharding.global_batch({"source": images[0], "target": images[1]}, mesh)
+  step = jax.jit(functools.partial(training.train_step, fns=fns),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, None), donate_argnums=0)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  steps_per_s = steps / (time.perf_counter() - start)
+  return {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
+          "devices": mesh.size, "dtype": config.compute_dtype, "compile_s": compile_s,
+          "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
+          "gflops": compiled.cost_analysis()["flops"] / 1e9}
+
+
+def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
+  """GFLOPs of one step (batch 1) per network, counted as the step runs them.
+
+  G step: G forward + backward (parameters); VGG and LSH forward on the source
+  and forward + backward (input) on the translation; map network forward +
+  backward (parameters); D forward + backward (input) on two fakes.
+  D step: G forward; VGG and LSH forward on the translation and the target;
+  map network forward; D forward + backward (parameters) on two fakes and one real.
+  """
+  config = _load(name, compute_dtype)
+  fns = training.make_step_functions(config)
+  modules = fns.modules
+  height, width = _crop_shape(config)
+  variables = jax.eval_shape(
+      lambda: vsait.init_variables(modules, jax.random.key(0), (height, width)))
+  images = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+  features = jax.eval_shape(modules.vgg.apply, variables["vgg"], images)
+  hypervectors = jax.eval_shape(modules.lsh.apply, variables["lsh"], features)
+
+  def cost(apply, v, x, wrt=None):
+    """FLOPs of apply(v, x), or of its forward + backward w.r.t. argument `wrt`."""
+    if wrt is None:
+      return _flops(apply, v, x)
+    total = lambda v, x: sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(apply(v, x)))
+    return _flops(jax.grad(total, argnums=wrt), v, x)
+
+  g, vgg_, lsh_ = modules.generator.apply, modules.vgg.apply, modules.lsh.apply
+  mapn, disc = modules.map_net.apply, modules.discriminator.apply
+  split = {
+      "generator": cost(g, variables["generator"], images, 0) + cost(g, variables["generator"], images),
+      "vgg": 3 * cost(vgg_, variables["vgg"], images) + cost(vgg_, variables["vgg"], images, 1),
+      "lsh": 3 * cost(lsh_, variables["lsh"], features) + cost(lsh_, variables["lsh"], features, 1),
+      "discriminator+map": (
+          cost(mapn, variables["map_net"], hypervectors, 0) + cost(mapn, variables["map_net"], hypervectors)
+          + 2 * cost(disc, variables["discriminator"], hypervectors, 1)
+          + 3 * cost(disc, variables["discriminator"], hypervectors, 0)),
+  }
+  state = jax.eval_shape(lambda: training.create_train_state(
+      fns, vsait.init_variables(modules, jax.random.key(0), (height, width))))
+  batch = {"source": images, "target": images}
+  whole = _flops(functools.partial(training.train_step, fns=fns), state, batch)
+  return {k: v / 1e9 for k, v in split.items()} | {"whole step": whole / 1e9}
+
+
+def main():
+  args = _PARSER.parse_args()
+  print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
+  print("| config | batch | crop | devices | compute dtype | compile s | steps/s | images/s "
+        "| GFLOPs/step |")
+  print("|---|---:|---|---:|---|---:|---:|---:|---:|")
+  for name in filter(None, args.configs.split(",")):
+    r = benchmark(name, args.steps, args.compute_dtype)
+    print(f"| {r['config']} | {r['batch']} | {r['crop']} | {r['devices']} | {r['dtype']} "
+          f"| {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.3f} "
+          f"| {r['gflops']:.1f} |", flush=True)
+  if args.split_config:
+    split = flop_split(args.split_config, args.compute_dtype)
+    parts = sum(v for k, v in split.items() if k != "whole step")
+    print(f"\nFLOPs of one {args.split_config} step (batch 1), by network:")
+    print("| network | GFLOPs | share |")
+    print("|---|---:|---:|")
+    for k, v in split.items():
+      if k != "whole step":
+        print(f"| {k} | {v:.1f} | {100 * v / parts:.1f}% |")
+    print(f"| sum of pieces | {parts:.1f} | |")
+    print(f"| whole step (XLA) | {split['whole step']:.1f} | |")
+
+
+if __name__ == "__main__":
+  main()

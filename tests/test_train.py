@@ -1,0 +1,220 @@
+"""The training loop and entry point: accumulation, resume, guards, preemption, CLI.
+
+Loop tests run `train.train_and_evaluate` in-process on the 8 fake devices of
+tests/conftest.py; entry-point tests run `python -m i2i_jax.train` in a
+subprocess, as a user or a cluster would.
+"""
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from i2i_jax import checkpoint
+from i2i_jax import train
+from i2i_jax import training
+from i2i_jax.data import pipeline
+from i2i_jax.models import vsait
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(total_steps=4):
+  """tiny on 8 devices: one 16x16 image per device, a checkpoint every 2 steps."""
+  config = tiny.get_config()
+  config.total_steps = total_steps
+  config.data.batch_size = 8
+  config.data.preprocess = "resize(16,32)|random_crop(16,16)|flip_lr|value_range(-1,1)"
+  config.log_images_every = 1000
+  return config
+
+
+def _params(state):
+  return jax.device_get(training.generator_params(state.variables)), jax.device_get(
+      training.discriminator_params(state.variables))
+
+
+def test_grad_accumulation_equals_one_large_batch():
+  """2 micro-batches of 2 == one batch of 4 (float64: only summation order differs)."""
+  with jax.enable_x64(True):
+    config = _config()
+    config.data.batch_size = 4
+    config.compute_dtype = "float64"
+    batch = next(pipeline.make_train_iterator(config.data, seed=0))
+    batch = {k: jnp.asarray(batch[k], jnp.float64) for k in ("source", "target")}
+    results = {}
+    for accum in (1, 2):
+      config.grad_accum_steps = accum
+      fns = training.make_step_functions(config)
+      variables = vsait.init_variables(fns.modules, jax.random.key(0), (16, 16))
+      state = training.create_train_state(
+          fns, jax.tree.map(lambda x: x.astype(jnp.float64), variables))
+      step = jax.jit(functools.partial(training.train_step, fns=fns))
+      state, _ = step(state, batch)
+      state, metrics = step(state, batch)
+      results[accum] = jax.device_get((state, metrics))
+  (state_1, metrics_1), (state_2, metrics_2) = results[1], results[2]
+  for name in metrics_1:
+    np.testing.assert_allclose(metrics_2[name], metrics_1[name], rtol=1e-10, err_msg=name)
+  jax.tree.map_with_path(
+      lambda path, a, b: np.testing.assert_allclose(
+          a, b, rtol=0, atol=1e-9, err_msg=jax.tree_util.keystr(path)),
+      state_2, state_1)
+
+
+def test_grad_accumulation_rejects_an_uneven_split():
+  config = _config()
+  config.grad_accum_steps = 3
+  fns = training.make_step_functions(config)
+  state = jax.eval_shape(lambda: training.create_train_state(
+      fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16))))
+  batch = {k: jax.ShapeDtypeStruct((8, 16, 16, 3), jnp.float32) for k in ("source", "target")}
+  with pytest.raises(ValueError, match="config.grad_accum_steps=3"):
+    jax.eval_shape(functools.partial(training.train_step, fns=fns), state, batch)
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(tmp_path):
+  """4 steps straight == 2 steps, a new process-like restart, 2 more (identical bits)."""
+  straight = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "straight"))
+  train.train_and_evaluate(_config(total_steps=2), str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "resumed"))
+  assert int(straight.step) == int(resumed.step) == 4
+  jax.tree.map_with_path(
+      lambda path, a, b: np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path)),
+      jax.device_get(resumed), jax.device_get(straight))
+  manager = checkpoint.make_manager(tmp_path / "resumed", read_only=True)
+  assert manager.all_steps() == [1, 2, 4]
+  assert (tmp_path / "straight" / "samples" / "step_00000004.png").exists()
+  events = list((tmp_path / "straight" / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and events[0].stat().st_size > 0
+
+
+def test_non_finite_loss_stops_and_saves_nothing_new(tmp_path):
+  config = _config(total_steps=4)
+  config.checkpoint.every_steps = 1
+  # The learning rate is lr * factor ** (step // 1): finite at step 1 (nan ** 0
+  # is 1), NaN from step 2 on, so step 2's G update poisons its D loss.
+  config.optimizer.lr_decay_steps = 1
+  config.optimizer.lr_decay_factor = float("nan")
+  with pytest.raises(FloatingPointError,
+                     match=r"non-finite loss at step 2: d_total=nan.*last checkpoint: step 1"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [1]
+
+
+def _train_command(workdir, *overrides):
+  return [sys.executable, "-m", "i2i_jax.train", "--config=configs/tiny.py",
+          f"--workdir={workdir}", *overrides]
+
+
+def _env(devices=8):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return env
+
+
+@pytest.mark.parametrize("override,key", [
+    ("--config.model.res_chanels=3", "res_chanels"),
+    ("--config.total_steps=many", "total_steps"),
+    ("--config.sharding.fsdp=maybe", "sharding.fsdp"),
+])
+def test_bad_config_fails_before_compiling_naming_the_key(tmp_path, override, key):
+  result = subprocess.run(_train_command(tmp_path, override), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert key in result.stderr
+  assert "training steps" not in result.stderr  # stopped before building anything
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def _wait_for(predicate, process, timeout, what):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    if process.poll() is not None:
+      raise AssertionError(f"training exited ({process.returncode}) before {what}")
+    if time.monotonic() > deadline:
+      process.kill()
+      raise AssertionError(f"timed out waiting for {what}")
+    time.sleep(0.02)
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_zero(tmp_path):
+  log = tmp_path / "log.txt"
+  with open(log, "w") as out:
+    process = subprocess.Popen(
+        _train_command(tmp_path, "--config.total_steps=1000",
+                       "--config.checkpoint.every_steps=1000"),
+        cwd=REPO, env=_env(devices=1), stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(lambda: "step 2/1000" in log.read_text(), process, 180, "step 2")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+  text = log.read_text()
+  assert "preempted: saved checkpoint" in text
+  steps = checkpoint.make_manager(tmp_path, read_only=True).all_steps()
+  assert len(steps) == 2 and steps[0] == 1 and 2 <= steps[1] < 1000, steps
+
+
+def test_kill_during_save_leaves_the_previous_checkpoint_usable(tmp_path):
+  log = tmp_path / "log.txt"
+  directory = checkpoint.checkpoint_dir(tmp_path)
+
+  def saving_after_a_finished_checkpoint():
+    names = [p.name for p in directory.iterdir()] if directory.exists() else []
+    return (any(n.isdigit() for n in names)
+            and any("orbax-checkpoint-tmp" in n for n in names))
+
+  with open(log, "w") as out:
+    process = subprocess.Popen(
+        _train_command(tmp_path, "--config.total_steps=1000", "--config.checkpoint.every_steps=1",
+                       "--config.log_images_every=1000"),
+        cwd=REPO, env=_env(devices=1), stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(saving_after_a_finished_checkpoint, process, 180, "a save in progress")
+    process.kill()
+    process.wait(timeout=60)
+  manager = checkpoint.make_manager(tmp_path, read_only=True)
+  latest = manager.latest_step()
+  assert latest is not None
+  config = tiny.get_config()
+  fns = training.make_step_functions(config)
+  template = training.create_train_state(
+      fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16)))
+  iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
+  restored = checkpoint.restore(manager, template, iterator)
+  assert int(restored.step) == latest
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(restored)))
+  # and a new run resumes from it
+  result = subprocess.run(_train_command(tmp_path, f"--config.total_steps={latest + 1}"),
+                          cwd=REPO, env=_env(devices=1), capture_output=True, text=True,
+                          timeout=180)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resuming from {directory}, step {latest}" in result.stderr
+
+
+def test_demo_trains_logs_checkpoints_and_resumes(tmp_path):
+  """The README's first command, shortened: 2 steps, then 1 more from the checkpoint."""
+  command = [sys.executable, "-m", "i2i_jax.train", "--config=configs/demo.py",
+             f"--workdir={tmp_path}", "--config.log_every_steps=1",
+             "--config.log_images_every=2", "--config.style_distance_images=4"]
+  first = subprocess.run([*command, "--config.total_steps=2"], cwd=REPO, env=_env(devices=1),
+                         capture_output=True, text=True, timeout=300)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "style_distance/translated=" in first.stderr
+  assert (tmp_path / "samples" / "step_00000002.png").exists()
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and events[0].stat().st_size > 1000  # holds an image grid
+  second = subprocess.run([*command, "--config.total_steps=3"], cwd=REPO, env=_env(devices=1),
+                          capture_output=True, text=True, timeout=300)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "step 2" in second.stderr.split("resuming from")[1][:200]
+  assert "step 3/3" in second.stderr
+  assert checkpoint.make_manager(tmp_path, read_only=True).latest_step() == 3
