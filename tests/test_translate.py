@@ -1,0 +1,318 @@
+"""i2i_jax.translate: the Translator API and `python -m i2i_jax.translate` on real files.
+
+One tiny-config run is checkpointed once (real Orbax files) and every test translates
+with it; the CLI tests run real subprocesses, kill them with real signals, and read
+the files they leave behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import tiny
+from i2i_jax import checkpoint, training, translate
+from i2i_jax.data import sources
+from i2i_jax.models import vsait
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A training workdir with the step-0 checkpoint of the tiny config."""
+  config = tiny.get_config()
+  fns = training.make_step_functions(config)
+  # Jitted: the eager init of all five networks takes ~30 s on 2 cores.
+  variables = jax.jit(lambda key: vsait.init_variables(fns.modules, key, (32, 32)))(
+      jax.random.key(0))
+  state = training.create_train_state(fns, variables)
+  path = tmp_path_factory.mktemp("run")
+  manager = checkpoint.make_manager(path, ml_collections.ConfigDict(
+      dict(every_steps=1, keep=2, keep_every_steps=0, async_save=False)))
+  checkpoint.save(manager, 0, state, None, config, force=True)
+  manager.wait_until_finished()
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def generator(workdir):
+  return checkpoint.load_generator(workdir)
+
+
+def _random_images(shape, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_same_size_images_compile_once_and_match_the_generator(generator):
+  batch_size = jax.local_device_count()
+  translator = translate.Translator(generator, batch_size=batch_size, bucket_multiple=16)
+  # Two device calls, the second filled up with padding images.
+  images = _random_images((batch_size + 3, 32, 48, 3))
+
+  translated = translator.translate(images)
+
+  assert translated.shape == images.shape and translated.dtype == np.uint8
+  assert translator.num_compilations == 1
+  # No padding at a bucket size: exactly the generator's output, mapped to uint8.
+  expected = generator.module.apply(generator.variables, images / 127.5 - 1.0)
+  expected = np.clip(np.round((np.asarray(expected) + 1.0) * 127.5), 0, 255)
+  assert np.abs(translated.astype(int) - expected).max() <= 1
+  # Float inputs in [-1, 1] are the same images.
+  from_float = translator.translate(images.astype(np.float32) / 127.5 - 1.0)
+  assert np.abs(from_float.astype(int) - translated).max() <= 1
+
+
+def test_odd_sizes_are_padded_by_bucket_and_cropped_back(generator):
+  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  images = [_random_images((h, w, 3), seed) for seed, (h, w) in
+            enumerate([(17, 30), (31, 19), (20, 20), (5, 3), (40, 33)])]
+
+  translated = translator.translate_list(images)
+
+  assert [t.shape for t in translated] == [i.shape for i in images]
+  # (17,30), (31,19), (20,20) share the 32x32 bucket; (5,3) is 16x16, (40,33) 48x48.
+  assert translator.num_compilations == 3
+  assert translator.bucket_shape(17, 30) == (32, 32)
+  # An image is translated the same whatever else is in its batch.
+  alone = translator.translate_list([images[1]])[0]
+  np.testing.assert_array_equal(alone, translated[1])
+
+
+def test_translator_rejects_bad_settings_naming_them(generator):
+  with pytest.raises(ValueError, match="bucket_multiple=6"):
+    translate.Translator(generator, bucket_multiple=6, devices=jax.local_devices()[:1])
+  with pytest.raises(ValueError, match="batch_size=3 .* 2 devices"):
+    translate.Translator(generator, batch_size=3, devices=jax.local_devices()[:2])
+  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  with pytest.raises(ValueError, match=r"\(5, 8\).*\[B, H, W, 3\]"):
+    translator.translate(np.zeros((5, 8), np.uint8))
+
+
+def test_batches_split_over_all_devices_match_one_device(generator):
+  devices = jax.local_devices()
+  assert len(devices) >= 4, "tests/conftest.py asks for 8 CPU devices"
+  images = [_random_images((36, 20, 3), seed) for seed in range(len(devices))]
+  sharded = translate.Translator(generator, batch_size=len(devices), bucket_multiple=16)
+  single = translate.Translator(generator, batch_size=len(devices), bucket_multiple=16,
+                                devices=devices[:1])
+
+  pending = sharded.start([sharded.pad_to_bucket(i) for i in images], [(36, 20)] * len(images))
+
+  assert len(pending.array.sharding.device_set) == len(devices)
+  difference = np.stack(pending.result()).astype(int) - single.translate(np.stack(images))
+  assert np.abs(difference).max() <= 1
+
+
+def _write_image(path, shape, seed):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(_random_images(shape, seed)).save(path)
+
+
+def _write_label(path, height, width, seed):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  label = np.random.default_rng(seed).integers(0, 19, (height, width), dtype=np.uint8)
+  Image.fromarray(label).save(path)
+
+
+# The CLI rounds --batch_size up to a multiple of the devices; on 2 cores one CPU device
+# (not conftest's 8) keeps its runs short. Sharding is tested in-process above.
+CLI_ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+
+def run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "i2i_jax.translate", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=600, env=CLI_ENV)
+
+
+def test_help_explains_the_flags():
+  result = run_cli("--help")  # absl exits 1 after printing help
+  assert "Traceback" not in result.stderr
+  for flag in ("workdir", "checkpoint", "input", "labels", "output", "resize", "format",
+               "quality", "dtype", "batch_size", "bucket_multiple"):
+    assert f"--{flag}:" in result.stdout, flag
+  assert "--[no]overwrite:" in result.stdout
+  assert "Exit status" in result.stdout
+
+
+def test_cli_translates_a_nested_folder_into_a_drop_in_data_set(workdir, tmp_path):
+  images, labels, output = tmp_path / "images", tmp_path / "labels", tmp_path / "out"
+  sizes = {"top.png": (52, 36), "city/a/0001.png": (1052, 1914),
+           "city/a/0002.jpg": (517, 333), "city/b/deep/0003.png": (64, 64)}
+  for seed, (relpath, (height, width)) in enumerate(sizes.items()):
+    _write_image(str(images / relpath), (height, width, 3), seed)
+    _write_label(str(labels / (os.path.splitext(relpath)[0] + ".png")), height, width, seed)
+  corrupt = images / "city" / "b" / "broken.png"
+  corrupt.write_bytes(Image.open(images / "top.png").tobytes()[:100])  # no PNG header
+  _write_label(str(labels / "city" / "b" / "broken.png"), 10, 10, 9)
+
+  result = run_cli(f"--workdir={workdir}", f"--input={images}", f"--labels={labels}",
+                   f"--output={output}", "--batch_size=2", "--bucket_multiple=64")
+
+  assert result.returncode == 1, result.stderr[-3000:]  # something failed
+  assert "city/b/broken.png" in result.stdout and "failed 1 of 5" in result.stdout
+  for relpath, size in sizes.items():
+    out_relpath = os.path.splitext(relpath)[0] + ".png"
+    with Image.open(output / "images" / out_relpath) as translated:
+      assert (translated.height, translated.width) == size, relpath
+      assert translated.mode == "RGB"
+    label_out = output / "labels" / out_relpath
+    label_in = labels / out_relpath
+    assert label_out.read_bytes() == label_in.read_bytes()
+    assert os.path.samefile(label_out, label_in)  # hard link, same file system
+  assert not (output / "images" / "city" / "b" / "broken.png").exists()
+  assert not (output / "labels" / "city" / "b" / "broken.png").exists()
+  manifest = json.loads((output / "manifest.json").read_text())
+  assert manifest["status"] == "complete"
+  assert manifest["checkpoint"] == {"path": os.path.join(workdir, "checkpoints"), "step": 0}
+  assert manifest["counts"] == {"total": 5, "translated": 4, "skipped": 0, "failed": 1}
+  assert [f["relpath"] for f in manifest["failed"]] == ["city/b/broken.png"]
+  assert manifest["done"] == sorted(sizes)
+  assert manifest["config"]["model"]["res_channels"] == 8
+
+  # A rerun finds everything done (and the corrupt file still corrupt).
+  rerun = run_cli(f"--checkpoint={workdir}/checkpoints/0", f"--input=folder:{images}",
+                  f"--labels={labels}", f"--output={output}", "--batch_size=2")
+  assert rerun.returncode == 1
+  assert "translated 0, skipped 4" in rerun.stdout
+  # Other settings into the same output are refused.
+  refused = run_cli(f"--workdir={workdir}", f"--input={images}", f"--output={output}",
+                    "--format=jpg")
+  assert refused.returncode == 2
+  assert "manifest.json" in refused.stderr and "--overwrite" in refused.stderr
+
+
+def test_cli_usage_errors_exit_2(workdir, tmp_path):
+  assert run_cli(f"--workdir={workdir}", f"--input={tmp_path}/missing",
+                 f"--output={tmp_path}/out").returncode == 2
+  assert run_cli(f"--input={tmp_path}", f"--output={tmp_path}/out").returncode == 2
+  assert run_cli("--no_such_flag=1").returncode == 2
+
+
+def test_process_shards_are_disjoint_and_cover_the_data_set(generator, tmp_path):
+  images = tmp_path / "images"
+  for index in range(5):
+    _write_image(str(images / f"{index}.png"), (20, 24, 3), index)
+  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  source = sources.open_source(f"folder:{images}")
+
+  summaries = [translate.translate_dataset(translator, source, str(tmp_path / "out"),
+                                           process_index=index, process_count=2,
+                                           progress=False) for index in range(2)]
+
+  assert [s.translated for s in summaries] == [3, 2]
+  journals = [sorted((tmp_path / "out" / f"translated.0000{i}-of-00002.log").read_text().split())
+              for i in range(2)]
+  assert journals == [["0.png", "2.png", "4.png"], ["1.png", "3.png"]]
+  for index in range(2):
+    manifest = json.loads((tmp_path / "out" / f"manifest.0000{index}-of-00002.json").read_text())
+    assert manifest["done"] == journals[index]
+  assert sorted(os.listdir(tmp_path / "out" / "images")) == [f"{i}.png" for i in range(5)]
+
+
+def _stop_midway(args, journal, sig):
+  """Starts the CLI, waits until it has written a few images, sends `sig`."""
+  process = subprocess.Popen([sys.executable, "-m", "i2i_jax.translate", *args], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=CLI_ENV)
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if journal.exists() and len(journal.read_text().split()) >= 3:
+      break
+    time.sleep(0.02)
+  process.send_signal(sig)
+  stdout, stderr = process.communicate(timeout=300)
+  return process.returncode, stdout, stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes_without_truncated_or_repeated_outputs(workdir, tmp_path, sig):
+  images, output = tmp_path / "images", tmp_path / "out"
+  count = 40
+  for index in range(count):
+    _write_image(str(images / f"part{index % 3}" / f"{index:03d}.png"), (96, 160, 3), index)
+  args = [f"--workdir={workdir}", f"--input={images}", f"--output={output}", "--batch_size=1",
+          "--read_threads=1", "--write_threads=1", "--png_compress_level=9"]
+  journal = output / "translated.log"
+
+  returncode, stdout, stderr = _stop_midway(args, journal, sig)
+
+  first_run = journal.read_text().split()
+  assert 0 < len(first_run) < count, "the run was not stopped midway"
+  if sig == signal.SIGTERM:  # a graceful stop: in-flight images written, manifest says so
+    assert returncode == translate.EXIT_SIGTERM, stderr[-3000:]
+    assert "interrupted" in stdout
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert manifest["done"] == sorted(first_run)
+  else:
+    assert returncode == -signal.SIGKILL
+
+  rerun = run_cli(*args)
+
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  journal_lines = journal.read_text().split()
+  assert len(journal_lines) == len(set(journal_lines)), "a file was translated twice"
+  manifest = json.loads((output / "manifest.json").read_text())
+  assert manifest["status"] == "complete"
+  assert manifest["counts"]["translated"] + manifest["counts"]["skipped"] == count
+  assert manifest["counts"]["skipped"] >= len(first_run)
+  written = sorted(os.path.relpath(os.path.join(d, n), output / "images")
+                   for d, _, names in os.walk(output / "images") for n in names)
+  assert written == sorted(f"part{i % 3}/{i:03d}.png" for i in range(count))
+  for relpath in written:  # complete files: decodable, full size
+    with Image.open(output / "images" / relpath) as image:
+      image.load()
+      assert image.size == (160, 96)
+
+
+def test_generated_sources_write_their_labels_as_png(generator, tmp_path):
+  source = sources.ToyStreetsSource("sim", "val", height=32, width=64)
+  source.seeds = source.seeds[:3]  # a short split keeps the test fast
+  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+
+  first = translate.translate_dataset(translator, source, str(tmp_path), progress=False)
+  again = translate.translate_dataset(translator, source, str(tmp_path), progress=False)
+
+  assert (first.translated, again.translated, again.skipped) == (3, 0, 3)
+  for index in range(3):
+    record = source[index]
+    with Image.open(tmp_path / "labels" / record["relpath"]) as label:
+      np.testing.assert_array_equal(np.asarray(label), record["label"])
+    with Image.open(tmp_path / "images" / record["relpath"]) as image:
+      assert image.size == (64, 32)
+
+
+def test_resize_translates_at_the_given_size_and_writes_at_the_input_size(generator, tmp_path):
+  images = tmp_path / "images"
+  _write_image(str(images / "keep.jpg"), (20, 24, 3), 0)
+  _write_image(str(images / "renamed.png"), (30, 18, 3), 1)
+  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  settings = translate.Settings(format="jpg", quality=80, resize=(32, 32))
+
+  summary = translate.translate_dataset(translator, sources.open_source(f"folder:{images}"),
+                                        str(tmp_path / "out"), settings=settings,
+                                        progress=False)
+
+  assert summary.translated == 2
+  assert translator.num_compilations == 1  # both translated at 32x32
+  with Image.open(tmp_path / "out" / "images" / "keep.jpg") as image:
+    assert (image.format, image.size) == ("JPEG", (24, 20))
+  with Image.open(tmp_path / "out" / "images" / "renamed.jpg") as image:
+    assert (image.format, image.size) == ("JPEG", (18, 30))
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert manifest["settings"]["resize"] == [32, 32]
