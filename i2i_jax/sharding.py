@@ -38,6 +38,10 @@ def maybe_initialize_distributed() -> bool:
     * SLURM with more than one task (SLURM_NTASKS > 1): one process per task.
     * A multi-host Cloud TPU slice (TPU_WORKER_HOSTNAMES lists several hosts,
       or MEGASCALE_COORDINATOR_ADDRESS is set).
+    * I2I_JAX_DISTRIBUTED=1, set by a launcher (launch/tpu_pod.sh) that knows
+      the job has several processes: JAX finds the rest itself (GCE TPU VM
+      metadata, SLURM, ...). TPU VMs made with `gcloud compute tpus tpu-vm`
+      do not set TPU_WORKER_HOSTNAMES.
   Must run before the first JAX computation. Returns whether it initialised.
   """
   env = os.environ
@@ -53,7 +57,8 @@ def maybe_initialize_distributed() -> bool:
   elif int(env.get("SLURM_NTASKS", "1")) > 1:
     jax.distributed.initialize()
   elif ("," in env.get("TPU_WORKER_HOSTNAMES", "")
-        or env.get("MEGASCALE_COORDINATOR_ADDRESS")):
+        or env.get("MEGASCALE_COORDINATOR_ADDRESS")
+        or env.get("I2I_JAX_DISTRIBUTED") == "1"):
     jax.distributed.initialize()
   else:
     return False

@@ -257,8 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     writer.write_images(step, {"source|translated|target": grid})
     if jax.process_index() == 0:
       (workdir / "samples").mkdir(exist_ok=True)
-      Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(
-          workdir / "samples" / f"step_{step:08d}.png")
+      # Through epath, so that gs:// and s3:// workdirs work too.
+      with (workdir / "samples" / f"step_{step:08d}.png").open("wb") as f:
+        Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(f, format="PNG")
     if probe is not None:
       probe_translated = np.asarray(translate(state.variables["generator"], probe.source))
       writer.write_scalars(step, {"style_distance/translated": style_distance(
