@@ -41,54 +41,6 @@ from i2i_jax.metrics import report
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
 
-_SOURCE = flags.DEFINE_string(
-    "source", None, "Simulated images X: an open_source spec (folder:PATH, tfds:NAME[:SPLIT], "
-    "toy_streets:sim[:SPLIT]) or a folder path.")
-_LABELS = flags.DEFINE_string(
-    "labels", "", "Folder of X's label maps (single-channel PNGs of Cityscapes train ids, 255 = "
-    "ignore), matched to --source by relative path and stem. Only for folder sources; "
-    "tfds/toy_streets sources carry their labels.")
-_TRANSLATED = flags.DEFINE_string(
-    "translated", None, "Translated images F(X): a folder (or folder: spec) with one image per "
-    "source image under the same relative path; the extension may differ.")
-_TARGET = flags.DEFINE_string(
-    "target", None, "Real images Y: an open_source spec or a folder path.")
-_TARGET_LABELS = flags.DEFINE_string(
-    "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
-    "split trains the default segmenter and tests the downstream segmenters.")
-_OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures.")
-_FD_NETWORK = flags.DEFINE_enum(
-    "fd_network", "auto", ["auto", "inception", "inception_random_init", "none"],
-    "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
-    "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
-    "'inception_random_init': the same network with seeded random weights, reported as "
-    "FD_inception_random_init (not comparable to FID). 'auto': the first if its weights can be "
-    "had, else the second. 'none': skip the fid and domain_gap sections.")
-_INCEPTION_WEIGHTS = flags.DEFINE_string(
-    "inception_weights", "", "Path to pt_inception-2015-12-05-6726825d.pth (or its converted .npz) "
-    "instead of the download cache.")
-_SEGMENTER = flags.DEFINE_string(
-    "segmenter", "", "Segmentation model for the semantic, flips and detail sections: a .onnx file "
-    "(NCHW float input normalised with ImageNet mean/std, run with onnxruntime) or a FlaxSegmenter "
-    "checkpoint folder. Empty: train a small U-Net on Y's labelled split (else on X's labels).")
-_SEGMENTER_STEPS = flags.DEFINE_integer(
-    "segmenter_steps", 300, "Training steps of the default segmenter.")
-_SEGMENTER_SIZE = flags.DEFINE_string(
-    "segmenter_size", "", "HEIGHTxWIDTH the segmenters are trained at (e.g. 256x512); empty: the "
-    "size of the first training image.")
-_DOWNSTREAM_STEPS = flags.DEFINE_integer(
-    "downstream_steps", 300, "Training steps of each downstream segmenter (on X and on F(X)); 0 "
-    "skips the downstream section.")
-_KID_SUBSETS = flags.DEFINE_integer("kid_subsets", fid.KID_SUBSETS, "KID: number of subsets.")
-_KID_SUBSET_SIZE = flags.DEFINE_integer(
-    "kid_subset_size", fid.KID_SUBSET_SIZE,
-    "KID: samples per subset (shrunk to the smaller set's size when the sets are smaller).")
-_WORST_K = flags.DEFINE_integer("worst_k", 4, "How many worst-flipping images to draw.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per Inception batch.")
-_SEED = flags.DEFINE_integer(
-    "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.")
-
-
 def _open(spec: str, labels: str = ""):
   if ":" not in spec or os.path.isdir(spec):
     spec = f"folder:{spec}"
@@ -275,5 +227,54 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program, so that the library parts of
+  # this module can be imported next to the other entry points (whose flag
+  # names overlap: --workdir, --labels, --batch_size).
+  _SOURCE = flags.DEFINE_string(
+      "source", None, "Simulated images X: an open_source spec (folder:PATH, tfds:NAME[:SPLIT], "
+      "toy_streets:sim[:SPLIT]) or a folder path.")
+  _LABELS = flags.DEFINE_string(
+      "labels", "", "Folder of X's label maps (single-channel PNGs of Cityscapes train ids, 255 = "
+      "ignore), matched to --source by relative path and stem. Only for folder sources; "
+      "tfds/toy_streets sources carry their labels.")
+  _TRANSLATED = flags.DEFINE_string(
+      "translated", None, "Translated images F(X): a folder (or folder: spec) with one image per "
+      "source image under the same relative path; the extension may differ.")
+  _TARGET = flags.DEFINE_string(
+      "target", None, "Real images Y: an open_source spec or a folder path.")
+  _TARGET_LABELS = flags.DEFINE_string(
+      "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
+      "split trains the default segmenter and tests the downstream segmenters.")
+  _OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures.")
+  _FD_NETWORK = flags.DEFINE_enum(
+      "fd_network", "auto", ["auto", "inception", "inception_random_init", "none"],
+      "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
+      "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
+      "'inception_random_init': the same network with seeded random weights, reported as "
+      "FD_inception_random_init (not comparable to FID). 'auto': the first if its weights can be "
+      "had, else the second. 'none': skip the fid and domain_gap sections.")
+  _INCEPTION_WEIGHTS = flags.DEFINE_string(
+      "inception_weights", "", "Path to pt_inception-2015-12-05-6726825d.pth (or its converted .npz) "
+      "instead of the download cache.")
+  _SEGMENTER = flags.DEFINE_string(
+      "segmenter", "", "Segmentation model for the semantic, flips and detail sections: a .onnx file "
+      "(NCHW float input normalised with ImageNet mean/std, run with onnxruntime) or a FlaxSegmenter "
+      "checkpoint folder. Empty: train a small U-Net on Y's labelled split (else on X's labels).")
+  _SEGMENTER_STEPS = flags.DEFINE_integer(
+      "segmenter_steps", 300, "Training steps of the default segmenter.")
+  _SEGMENTER_SIZE = flags.DEFINE_string(
+      "segmenter_size", "", "HEIGHTxWIDTH the segmenters are trained at (e.g. 256x512); empty: the "
+      "size of the first training image.")
+  _DOWNSTREAM_STEPS = flags.DEFINE_integer(
+      "downstream_steps", 300, "Training steps of each downstream segmenter (on X and on F(X)); 0 "
+      "skips the downstream section.")
+  _KID_SUBSETS = flags.DEFINE_integer("kid_subsets", fid.KID_SUBSETS, "KID: number of subsets.")
+  _KID_SUBSET_SIZE = flags.DEFINE_integer(
+      "kid_subset_size", fid.KID_SUBSET_SIZE,
+      "KID: samples per subset (shrunk to the smaller set's size when the sets are smaller).")
+  _WORST_K = flags.DEFINE_integer("worst_k", 4, "How many worst-flipping images to draw.")
+  _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per Inception batch.")
+  _SEED = flags.DEFINE_integer(
+      "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.")
   flags.mark_flags_as_required(["source", "translated", "target", "out"])
   app.run(main)

@@ -49,10 +49,6 @@ from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
 from i2i_jax.models import vsait
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file (see configs/).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-
 # Crops used only to trace shapes at initialisation (the nets are fully convolutional).
 _INIT_IMAGE_SHAPE = (64, 64)
 
@@ -325,5 +321,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program, so that the library parts of
+  # this module can be imported next to the other entry points (whose flag
+  # names overlap: --workdir, --labels, --batch_size).
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", None, "Training configuration file (see configs/).", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -582,47 +582,6 @@ def translate_dataset(translator: Translator, source, output: str, *,
   return summary
 
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Training workdir whose checkpoint translates (its latest step unless "
-    "--step).")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Instead of --workdir: a checkpoints/ directory, or one step in it "
-    "(WORKDIR/checkpoints/<step>).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_INPUT = flags.DEFINE_string(
-    "input", None, "Images to translate: folder:PATH (or a bare PATH; png/jpg, recursive), "
-    "tfds:NAME[:SPLIT] or toy_streets:sim[:SPLIT].")
-_LABELS = flags.DEFINE_string(
-    "labels", "", "Folder of label maps for a folder input, matched by relative path and "
-    "stem; hard-linked (or copied) to OUTPUT/labels/ under the same relative names. tfds and "
-    "toy_streets inputs bring their own labels.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "Output folder: images/, labels/, manifest.json, translated.log.")
-_RESIZE = flags.DEFINE_string(
-    "resize", "", "HEIGHT,WIDTH to translate at (outputs are resized back to each input's "
-    "size so labels still match); empty: full resolution, the input's own size. Sizes not "
-    "divisible by the bucket multiple are reflection-padded and cropped back.")
-_FORMAT = flags.DEFINE_enum("format", "png", list(FORMAT_EXTENSIONS), "Output image format.")
-_QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality (1-95), --format=jpg only.")
-_PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
-    "png_compress_level", 1, "PNG zlib level 0-9 (lossless at any level; 1 is fastest).")
-_DTYPE = flags.DEFINE_enum(
-    "dtype", None, ["float32", "bfloat16"], "Compute dtype (default: the run's "
-    "config.compute_dtype; bfloat16 is faster on GPU/TPU).")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 8, "Images per device call (rounded up to a multiple of the local device "
-    "count).")
-_BUCKET_MULTIPLE = flags.DEFINE_integer(
-    "bucket_multiple", 64, "Pad H and W up to multiples of this (a multiple of 4): one "
-    "compiled shape per bucket, so mixed sizes do not recompile per image.")
-_READ_THREADS = flags.DEFINE_integer("read_threads", 4, "Threads decoding inputs.")
-_WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.")
-_OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
-    "checkpoint or settings.")
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where tfds: inputs are stored.")
-
-
 def _parse_resize(text: str) -> tuple[int, int] | None:
   if not text:
     return None
@@ -704,4 +663,46 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a program, so that the library parts of
+  # this module can be imported next to the other entry points (whose flag
+  # names overlap: --workdir, --labels, --batch_size).
+  _WORKDIR = flags.DEFINE_string(
+      "workdir", None, "Training workdir whose checkpoint translates (its latest step unless "
+      "--step).")
+  _CHECKPOINT = flags.DEFINE_string(
+      "checkpoint", None, "Instead of --workdir: a checkpoints/ directory, or one step in it "
+      "(WORKDIR/checkpoints/<step>).")
+  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  _INPUT = flags.DEFINE_string(
+      "input", None, "Images to translate: folder:PATH (or a bare PATH; png/jpg, recursive), "
+      "tfds:NAME[:SPLIT] or toy_streets:sim[:SPLIT].")
+  _LABELS = flags.DEFINE_string(
+      "labels", "", "Folder of label maps for a folder input, matched by relative path and "
+      "stem; hard-linked (or copied) to OUTPUT/labels/ under the same relative names. tfds and "
+      "toy_streets inputs bring their own labels.")
+  _OUTPUT = flags.DEFINE_string(
+      "output", None, "Output folder: images/, labels/, manifest.json, translated.log.")
+  _RESIZE = flags.DEFINE_string(
+      "resize", "", "HEIGHT,WIDTH to translate at (outputs are resized back to each input's "
+      "size so labels still match); empty: full resolution, the input's own size. Sizes not "
+      "divisible by the bucket multiple are reflection-padded and cropped back.")
+  _FORMAT = flags.DEFINE_enum("format", "png", list(FORMAT_EXTENSIONS), "Output image format.")
+  _QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality (1-95), --format=jpg only.")
+  _PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
+      "png_compress_level", 1, "PNG zlib level 0-9 (lossless at any level; 1 is fastest).")
+  _DTYPE = flags.DEFINE_enum(
+      "dtype", None, ["float32", "bfloat16"], "Compute dtype (default: the run's "
+      "config.compute_dtype; bfloat16 is faster on GPU/TPU).")
+  _BATCH_SIZE = flags.DEFINE_integer(
+      "batch_size", 8, "Images per device call (rounded up to a multiple of the local device "
+      "count).")
+  _BUCKET_MULTIPLE = flags.DEFINE_integer(
+      "bucket_multiple", 64, "Pad H and W up to multiples of this (a multiple of 4): one "
+      "compiled shape per bucket, so mixed sizes do not recompile per image.")
+  _READ_THREADS = flags.DEFINE_integer("read_threads", 4, "Threads decoding inputs.")
+  _WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.")
+  _OVERWRITE = flags.DEFINE_bool(
+      "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
+      "checkpoint or settings.")
+  _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where tfds: inputs are stored.")
   app.run(main, flags_parser=_parse_flags)
