@@ -39,6 +39,18 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+# Padding of the convs that run on reflection-padded inputs, whose outputs are
+# then `crop`ped by one pixel: the result is the "VALID" conv's. XLA:CPU
+# (YNNPACK, jax 0.10) runs a zero-padded conv ~3x (3x3) to ~15x (7x7 -> 3
+# channels) faster than the same conv unpadded; the extra border costs ~2-5%.
+CROPPED_CONV_PADDING = ((1, 1), (1, 1))
+
+
+def crop(x: jax.Array, border: int = 1) -> jax.Array:
+  """Removes `border` pixels from every side of `x: [B, H, W, C]`."""
+  return x[:, border:-border, border:-border, :]
+
+
 def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   """`torch.nn.InstanceNorm2d` defaults: no affine, biased variance over H, W.
 
