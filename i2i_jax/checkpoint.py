@@ -12,6 +12,7 @@ so a process killed mid-save leaves the previous checkpoint intact.
 """
 
 import dataclasses
+import os
 from typing import Any
 
 import grain
@@ -27,6 +28,9 @@ from i2i_jax.models import vsait
 
 
 def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
+  """WORKDIR/checkpoints, made absolute for local paths (Orbax refuses relative ones)."""
+  if "://" not in os.fspath(workdir):
+    workdir = os.path.abspath(workdir)
   return epath.Path(workdir) / "checkpoints"
 
 

@@ -201,20 +201,24 @@ def test_kill_during_save_leaves_the_previous_checkpoint_usable(tmp_path):
 
 
 def test_demo_trains_logs_checkpoints_and_resumes(tmp_path):
-  """The README's first command, shortened: 2 steps, then 1 more from the checkpoint."""
-  command = [sys.executable, "-m", "i2i_jax.train", "--config=configs/demo.py",
-             f"--workdir={tmp_path}", "--config.log_every_steps=1",
+  """The README's first command, shortened: 2 steps, then 1 more from the checkpoint.
+
+  Run from another directory with a relative --workdir, as the README does.
+  """
+  command = [sys.executable, "-m", "i2i_jax.train", f"--config={REPO}/configs/demo.py",
+             "--workdir=runs/demo", "--config.log_every_steps=1",
              "--config.log_images_every=2", "--config.style_distance_images=4"]
-  first = subprocess.run([*command, "--config.total_steps=2"], cwd=REPO, env=_env(devices=1),
-                         capture_output=True, text=True, timeout=300)
+  first = subprocess.run([*command, "--config.total_steps=2"], cwd=tmp_path,
+                         env=_env(devices=1), capture_output=True, text=True, timeout=300)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "style_distance/translated=" in first.stderr
-  assert (tmp_path / "samples" / "step_00000002.png").exists()
-  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  workdir = tmp_path / "runs" / "demo"
+  assert (workdir / "samples" / "step_00000002.png").exists()
+  events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert events and events[0].stat().st_size > 1000  # holds an image grid
-  second = subprocess.run([*command, "--config.total_steps=3"], cwd=REPO, env=_env(devices=1),
-                          capture_output=True, text=True, timeout=300)
+  second = subprocess.run([*command, "--config.total_steps=3"], cwd=tmp_path,
+                          env=_env(devices=1), capture_output=True, text=True, timeout=300)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "step 2" in second.stderr.split("resuming from")[1][:200]
   assert "step 3/3" in second.stderr
-  assert checkpoint.make_manager(tmp_path, read_only=True).latest_step() == 3
+  assert checkpoint.make_manager(workdir, read_only=True).latest_step() == 3
