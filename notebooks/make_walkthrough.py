@@ -117,13 +117,11 @@ report = evaluate.evaluate(
     kid_subset_size=min(16, EVAL_IMAGES), kid_subsets=10)
 print((WORK / "eval" / "report.md").read_text())"""),
     ("code", """\
-pictures = sorted((WORK / "eval").glob("*.png"))
-fig, axes = plt.subplots(len(pictures), 1, figsize=(12, 4 * len(pictures)))
-for axis, picture in zip(np.atleast_1d(axes), pictures):
-  axis.imshow(Image.open(picture))
-  axis.set_title(picture.name)
-  axis.axis("off")
-plt.tight_layout()"""),
+from IPython.display import Image as ShowImage, display
+
+for picture in sorted((WORK / "eval").glob("*.png")):
+  print(picture.name)
+  display(ShowImage(filename=str(picture)))"""),
 ]
 
 

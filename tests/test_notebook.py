@@ -1,7 +1,8 @@
 """The walkthrough notebook runs end to end (with a handful of training steps)."""
 
-import os
+import json
 import pathlib
+import sys
 
 import nbclient
 import nbformat
@@ -18,8 +19,15 @@ def test_walkthrough_notebook_executes(tmp_path, monkeypatch):
   monkeypatch.setenv("I2I_WALKTHROUGH_DIR", str(tmp_path))
   # The kernel is a fresh process: one CPU device, as a user's notebook has.
   monkeypatch.delenv("XLA_FLAGS", raising=False)
+  # A kernel of this very interpreter (whatever kernelspecs the machine has).
+  kernel_dir = tmp_path / "jupyter" / "kernels" / "i2i_jax_test"
+  kernel_dir.mkdir(parents=True)
+  (kernel_dir / "kernel.json").write_text(json.dumps({
+      "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+      "display_name": "i2i_jax test", "language": "python"}))
+  monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
+  nbclient.NotebookClient(notebook, timeout=900, kernel_name="i2i_jax_test",
                           resources={"metadata": {"path": str(tmp_path)}}).execute()
   report = (tmp_path / "eval" / "report.md").read_text()
   assert "FD_inception_random_init" in report and "flip" in report.lower()

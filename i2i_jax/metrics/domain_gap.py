@@ -71,9 +71,9 @@ class DomainGapEvaluator:
     return metrics
 
   def _write_scatter(self, translated_features):
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    # The object-oriented API: no pyplot, so the caller's backend (a notebook's
+    # inline one) is left alone.
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     rng = np.random.RandomState(self.seed)
     clouds = {"sim X": self.source_features, "real Y": self.target_features,
@@ -83,7 +83,8 @@ class DomainGapEvaluator:
     stacked = np.concatenate(list(clouds.values())).astype(np.float64)
     bounds = np.cumsum([0] + [len(features) for features in clouds.values()])
     panels = projections(stacked, self.seed)
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+    figure = Figure(figsize=(6 * len(panels), 5))
+    axes = figure.subplots(1, len(panels), squeeze=False)
     for axis, (method, points) in zip(axes[0], panels.items()):
       for (label, _), start, stop, color in zip(clouds.items(), bounds[:-1], bounds[1:],
                                                 ("tab:blue", "tab:green", "tab:orange")):
@@ -95,6 +96,5 @@ class DomainGapEvaluator:
     os.makedirs(self.out_dir, exist_ok=True)
     tmp_path = os.path.join(self.out_dir, f".domain_gap.tmp-{os.getpid()}.png")
     figure.savefig(tmp_path, dpi=100)
-    plt.close(figure)
     os.replace(tmp_path, os.path.join(self.out_dir, "domain_gap.png"))
     self.pictures = ["domain_gap.png"]

@@ -111,13 +111,14 @@ class FlipEvaluator:
     return metrics
 
   def _write_pictures(self, translated_images, per_image_flip_rate):
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    # The object-oriented API: no pyplot, so the caller's backend (a notebook's
+    # inline one) is left alone.
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     os.makedirs(self.out_dir, exist_ok=True)
     self.pictures = []
-    figure, axis = plt.subplots(figsize=(8, 7))
+    figure = Figure(figsize=(8, 7))
+    axis = figure.subplots()
     axis.imshow(self.flip_matrix, cmap="viridis", vmin=0, vmax=1)
     axis.set_xticks(range(len(self.class_names)), self.class_names, rotation=90)
     axis.set_yticks(range(len(self.class_names)), self.class_names)
@@ -127,7 +128,6 @@ class FlipEvaluator:
     figure.tight_layout()
     tmp_path = os.path.join(self.out_dir, f".flip_matrix.tmp-{os.getpid()}.png")
     figure.savefig(tmp_path, dpi=100)
-    plt.close(figure)
     os.replace(tmp_path, os.path.join(self.out_dir, "flip_matrix.png"))
     self.pictures.append("flip_matrix.png")
 
