@@ -1,12 +1,16 @@
 """Train-step throughput and FLOPs, and where the FLOPs of one step go.
 
   python benchmarks/train_step.py [--configs tiny,demo,vsait] [--steps 3] \
-      [--compute_dtype float32] [--split_config vsait]
+      [--compute_dtype float32] [--batch_sizes 1,8] [--peak_tflops 989] \
+      [--split_config vsait]
 
-For each config: the jitted `training.train_step` at the config's batch and
-crop size on all local devices (batch split over them), timed after one
-compiling call. FLOPs per step are XLA's cost analysis of the compiled step
-(divide by step time and peak FLOP/s for MFU). The split attributes the FLOPs
+For each config (and each of --batch_sizes, else the config's batch): the
+jitted `training.train_step` at the config's crop size on all local devices
+(batch split over them), timed over `--steps` steps after one compiling call
+and `--warmup` more. FLOPs per step are XLA's cost analysis of the step
+compiled for the CPU (XLA:GPU's analysis does not count cuDNN convolutions);
+with --peak_tflops (per device) the table adds the model FLOP utilisation,
+FLOPs/s over the devices' peak. The split attributes the FLOPs
 of one step of `--split_config` to the generator, VGG, LSH and discriminator
 (with the map network), from the cost analysis of each piece as the step uses
 it; their sum is printed next to the whole step's count as a check.
@@ -29,6 +33,11 @@ _PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 _PARSER.add_argument("--configs", default="tiny,demo,vsait",
                      help="comma-separated config modules under configs/ ('' for none)")
 _PARSER.add_argument("--steps", type=int, default=3, help="timed steps per config")
+_PARSER.add_argument("--warmup", type=int, default=1, help="untimed steps after the compiling one")
+_PARSER.add_argument("--batch_sizes", default="",
+                     help="comma-separated global batch sizes (default: each config's own)")
+_PARSER.add_argument("--peak_tflops", type=float, default=0.0,
+                     help="peak FLOP/s per device in TFLOP/s, for the MFU column (0: no column)")
 _PARSER.add_argument("--compute_dtype", default=None,
                      help="override config.compute_dtype (float32, bfloat16)")
 _PARSER.add_argument("--split_config", default="vsait",
@@ -53,15 +62,24 @@ def _load(name: str, compute_dtype: str | None):
 
 
 def _flops(fn, *args) -> float:
+  """XLA's FLOP count of fn(*args), compiled for the CPU whatever the default backend.
+
+  XLA:GPU's cost analysis leaves out the convolutions it hands to cuDNN, so the
+  count always comes from the CPU program (the same HLO before fusion).
+  """
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  args = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=cpu), args)
   return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
 
 
-def benchmark(name: str, steps: int, compute_dtype: str | None) -> dict:
+def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
+              batch_size: int | None = None) -> dict:
+  """Times `steps` jitted train steps of config `name`; returns one table row."""
   config = _load(name, compute_dtype)
   fns = training.make_step_functions(config)
   mesh = sharding.make_mesh(jax.local_devices())
   height, width = _crop_shape(config)
-  batch_size = max(config.data.batch_size, mesh.size)
+  batch_size = max(batch_size or config.data.batch_size, mesh.size)
   init = lambda: training.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (height, width)))
   shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding)
@@ -77,6 +95,9 @@ def benchmark(name: str, steps: int, compute_dtype: str | None) -> dict:
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
     state, metrics = compiled(state, batch)
@@ -85,7 +106,7 @@ def benchmark(name: str, steps: int, compute_dtype: str | None) -> dict:
   return {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
           "devices": mesh.size, "dtype": config.compute_dtype, "compile_s": compile_s,
           "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
-          "gflops": compiled.cost_analysis()["flops"] / 1e9}
+          "gflops": _flops(functools.partial(training.train_step, fns=fns), state, batch) / 1e9}
 
 
 def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
@@ -135,14 +156,19 @@ def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
 def main():
   args = _PARSER.parse_args()
   print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
+  mfu = " MFU |" if args.peak_tflops else ""
   print("| config | batch | crop | devices | compute dtype | compile s | steps/s | images/s "
-        "| GFLOPs/step |")
-  print("|---|---:|---|---:|---|---:|---:|---:|---:|")
+        f"| GFLOPs/step |{mfu}")
+  print("|---|---:|---|---:|---|---:|---:|---:|---:|" + ("---:|" if mfu else ""))
+  batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b] or [None]
   for name in filter(None, args.configs.split(",")):
-    r = benchmark(name, args.steps, args.compute_dtype)
-    print(f"| {r['config']} | {r['batch']} | {r['crop']} | {r['devices']} | {r['dtype']} "
-          f"| {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.3f} "
-          f"| {r['gflops']:.1f} |", flush=True)
+    for batch_size in batch_sizes:
+      r = benchmark(name, args.steps, args.warmup, args.compute_dtype, batch_size)
+      utilisation = r["gflops"] * r["steps_per_s"] / (1e3 * args.peak_tflops * r["devices"])
+      print(f"| {r['config']} | {r['batch']} | {r['crop']} | {r['devices']} | {r['dtype']} "
+            f"| {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.3f} "
+            f"| {r['gflops']:.1f} |" + (f" {100 * utilisation:.1f}% |" if mfu else ""),
+            flush=True)
   if args.split_config:
     split = flop_split(args.split_config, args.compute_dtype)
     parts = sum(v for k, v in split.items() if k != "whole step")
