@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
   # "random": seeded He-normal weights (tests, offline demos); or a path to a
   # converted .npz / torchvision .pth file.
   config.model.vgg_weights = "imagenet"
+  # With vgg_weights="random": std of the seeded conv biases (0: torchvision's
+  # zeros, blind to contrast; see VGG19Features).
+  config.model.vgg_random_bias_std = 0.0
   config.model.lsh_out_channels = 4096  # hypervector dimension D
   config.model.lsh_kernel_sizes = (16, 8, 4, 2, 1)  # one per VGG return node
   config.model.lsh_strides = (16, 8, 4, 2, 1)

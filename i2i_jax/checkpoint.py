@@ -12,9 +12,11 @@ so a process killed mid-save leaves the previous checkpoint intact.
 """
 
 import dataclasses
+import logging as py_logging
 import os
 from typing import Any
 
+from absl import logging
 import grain
 import grain.checkpoint
 import jax
@@ -25,6 +27,24 @@ from etils import epath
 
 from i2i_jax.models import generator as generator_lib
 from i2i_jax.models import vsait
+
+
+class _OrbaxInfoFilter(py_logging.Filter):
+  """Drops Orbax's INFO records (a dozen lines per save) unless verbosity is >= 1."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return (record.levelno > py_logging.INFO or logging.get_verbosity() >= 1
+            or f"{os.sep}orbax{os.sep}" not in record.pathname)
+
+
+def quiet_orbax_logs() -> None:
+  """Keeps Orbax's per-save INFO lines out of the log; `-v 1` brings them back.
+
+  Called by the command-line entry points; warnings and errors always show.
+  """
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+    handler.addFilter(_OrbaxInfoFilter())
 
 
 def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:

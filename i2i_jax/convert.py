@@ -342,6 +342,7 @@ def import_official_checkpoint(state_dict: StateDict, config: ml_collections.Con
 def main(argv: list[str]) -> None:
   del argv
   from i2i_jax import checkpoint, training  # pylint: disable=g-import-not-at-top
+  checkpoint.quiet_orbax_logs()
   config = _CONFIG.value
   state_dict = load_torch_file(_CHECKPOINT.value)
   variables = import_official_checkpoint(state_dict, config, _VGG.value == "checkpoint")

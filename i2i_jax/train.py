@@ -316,6 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  checkpoint.quiet_orbax_logs()
   sharding.maybe_initialize_distributed()
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

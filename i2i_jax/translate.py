@@ -612,6 +612,7 @@ def _checkpoint_location() -> tuple[str, int | None]:
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}", EXIT_USAGE)
+  checkpoint_lib.quiet_orbax_logs()
   for name in ("input", "output"):
     if flags.FLAGS[name].value is None:
       raise app.UsageError(f"--{name} is required", EXIT_USAGE)

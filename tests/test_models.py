@@ -43,6 +43,28 @@ def test_vgg_nodes_are_post_relu_except_the_last(modules, variables):
   assert float(features[-1].min()) < 0
 
 
+@pytest.mark.parametrize("bias_std", [0.0, 0.05])
+def test_random_vgg_biases_let_hypervectors_see_contrast(bias_std):
+  # Zero biases (torchvision's init): VGG(a x) = a VGG(x), so the cosine
+  # hypervectors of a contrast-stretched image are the same; random biases
+  # break the symmetry (the demo relies on it).
+  config = tiny.get_config().model
+  config.vgg_random_bias_std = bias_std
+  modules = vsait.build_modules(config)
+  variables = vsait.init_variables(modules, jax.random.key(0), (32, 32))
+  biases = [layer["bias"] for layer in variables["vgg"]["params"].values()]
+  np.testing.assert_allclose(np.std(np.concatenate(biases)), bias_std, rtol=0.1)
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-0.6, maxval=0.6)
+  plain = modules.hypervectors(variables, images)
+  stretched = modules.hypervectors(variables, 1.5 * images)
+  cosine = jnp.sum(plain * stretched, -1) / (
+      jnp.linalg.norm(plain, axis=-1) * jnp.linalg.norm(stretched, axis=-1))
+  if bias_std:
+    assert float(jnp.min(cosine)) < 0.999
+  else:
+    np.testing.assert_allclose(cosine, 1.0, atol=1e-5)
+
+
 def test_init_matches_the_reference_schemes(variables):
   g = variables["generator"]["params"]
   kernel = g["encoder_res_0"]["conv_1"]["kernel"]  # 3x3, 32 -> 32

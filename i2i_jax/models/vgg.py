@@ -32,20 +32,30 @@ class VGG19Features(nn.Module):
   Shapes for H = W = 256: [B,256,256,64], [B,128,128,128], [B,64,64,256],
   [B,32,32,512], [B,16,16,512]. Parameters are named `features_<index>` after
   torchvision's indices.
+
+  `random_bias_std` only shapes seeded (random) weights. torchvision's init
+  zeroes the biases, which makes every feature map positively homogeneous in
+  the image: VGG(a * x) = a * VGG(x) for a > 0, so the cosine hypervectors of
+  the LSH cannot see contrast about mid-grey. Biases drawn from N(0, std^2)
+  break that symmetry (ImageNet weights have non-zero biases anyway).
   """
   dtype: Any = jnp.float32
   return_nodes: Sequence[int] = RETURN_NODES
+  random_bias_std: float = 0.0
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
     last = max(self.return_nodes)
+    bias_init = (jax.nn.initializers.normal(self.random_bias_std) if self.random_bias_std
+                 else jax.nn.initializers.zeros)
     x = images.astype(self.dtype)
     outputs = []
     for index, features in CONV_LAYERS:
       if index > last:
         break
       x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                  kernel_init=_torchvision_vgg_init, name=f"features_{index}")(x)
+                  kernel_init=_torchvision_vgg_init, bias_init=bias_init,
+                  name=f"features_{index}")(x)
       if index == last:
         outputs.append(x)  # nothing runs after the last node: pre-ReLU
         break

@@ -54,7 +54,8 @@ def build_modules(model_config: ml_collections.ConfigDict,
       generator=generator.ResNetGenerator(
           res_channels=model_config.res_channels, res_blocks=model_config.res_blocks,
           out_channels=model_config.out_channels, dtype=compute_dtype),
-      vgg=vgg.VGG19Features(dtype=compute_dtype),
+      vgg=vgg.VGG19Features(dtype=compute_dtype,
+                            random_bias_std=model_config.get("vgg_random_bias_std", 0.0)),
       lsh=lsh.LSHProjection(
           out_channels=dim, kernel_sizes=tuple(model_config.lsh_kernel_sizes),
           strides=tuple(model_config.lsh_strides), dtype=compute_dtype),
