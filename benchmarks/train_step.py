@@ -164,11 +164,13 @@ def main():
   for name in filter(None, args.configs.split(",")):
     for batch_size in batch_sizes:
       r = benchmark(name, args.steps, args.warmup, args.compute_dtype, batch_size)
-      utilisation = r["gflops"] * r["steps_per_s"] / (1e3 * args.peak_tflops * r["devices"])
-      print(f"| {r['config']} | {r['batch']} | {r['crop']} | {r['devices']} | {r['dtype']} "
-            f"| {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.3f} "
-            f"| {r['gflops']:.1f} |" + (f" {100 * utilisation:.1f}% |" if mfu else ""),
-            flush=True)
+      row = (f"| {r['config']} | {r['batch']} | {r['crop']} | {r['devices']} | {r['dtype']} "
+             f"| {r['compile_s']:.1f} | {r['steps_per_s']:.3f} | {r['images_per_s']:.3f} "
+             f"| {r['gflops']:.1f} |")
+      if args.peak_tflops:
+        utilisation = r["gflops"] * r["steps_per_s"] / (1e3 * args.peak_tflops * r["devices"])
+        row += f" {100 * utilisation:.1f}% |"
+      print(row, flush=True)
   if args.split_config:
     split = flop_split(args.split_config, args.compute_dtype)
     parts = sum(v for k, v in split.items() if k != "whole step")
