@@ -54,6 +54,7 @@ def build_modules(model_config: ml_collections.ConfigDict,
       generator=generator.ResNetGenerator(
           res_channels=model_config.res_channels, res_blocks=model_config.res_blocks,
           out_channels=model_config.out_channels, dtype=compute_dtype),
+      # .get: configs saved by runs older than the key.
       vgg=vgg.VGG19Features(dtype=compute_dtype,
                             random_bias_std=model_config.get("vgg_random_bias_std", 0.0)),
       lsh=lsh.LSHProjection(
