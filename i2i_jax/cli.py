@@ -67,16 +67,14 @@ class _DropMessages(py_logging.Filter):
     return logging.get_verbosity() >= 1 or not str(record.msg).startswith(self._prefixes)
 
 
-# Lines every command would otherwise print on every run, none of them about the
-# user's work: JAX probing for a TPU on a machine without one, and tensorboardX
-# renaming our "source|translated|target" grid tag.
-_NOISE = _DropMessages(("Unable to initialize backend", "Summary name"))
+# A line every command would otherwise print on every run, not about the user's
+# work: JAX probing for a TPU on a machine without one.
+_NOISE = _DropMessages(("Unable to initialize backend",))
 
 
 def quiet_logs() -> None:
-  """Keeps the start-up and renaming noise out of the log; `-v 1` brings it back."""
-  for name in ("jax._src.xla_bridge", "tensorboardX.summary"):
-    py_logging.getLogger(name).addFilter(_NOISE)
+  """Keeps JAX's start-up noise out of the log; `-v 1` brings it back."""
+  py_logging.getLogger("jax._src.xla_bridge").addFilter(_NOISE)
 
 
 def fail(message: str, exit_code: int) -> None:
