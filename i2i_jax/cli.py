@@ -67,14 +67,18 @@ class _DropMessages(py_logging.Filter):
     return logging.get_verbosity() >= 1 or not str(record.msg).startswith(self._prefixes)
 
 
-# A line every command would otherwise print on every run, not about the user's
-# work: JAX probing for a TPU on a machine without one.
-_NOISE = _DropMessages(("Unable to initialize backend",))
+# Lines commands would otherwise print on every run, none about the user's work:
+# JAX probing for a TPU on a machine without one, and Orbax saying that a
+# checkpoint opened for reading (translate, evaluate) will not be written.
+_JAX_NOISE = _DropMessages(("Unable to initialize backend",))
+_ORBAX_NOISE = _DropMessages(("CheckpointManagerOptions.read_only=True",
+                              "Given directory is read only"))
 
 
 def quiet_logs() -> None:
-  """Keeps JAX's start-up noise out of the log; `-v 1` brings it back."""
-  py_logging.getLogger("jax._src.xla_bridge").addFilter(_NOISE)
+  """Keeps JAX's and Orbax's routine lines out of the log; `-v 1` brings them back."""
+  py_logging.getLogger("jax._src.xla_bridge").addFilter(_JAX_NOISE)
+  py_logging.getLogger("absl").addFilter(_ORBAX_NOISE)  # Orbax logs through absl
 
 
 def fail(message: str, exit_code: int) -> None:

@@ -8,8 +8,9 @@ Output tree, a drop-in replacement of the input data set:
   OUTPUT/images/<relpath>  every input image translated, at the input's size, under
                            its relative path (extension changed to --format unless
                            it already is one of that format's)
-  OUTPUT/labels/<relpath>  the labels: hard links to the label files (copies across
-                           file systems); tfds/toy_streets labels written as PNG
+  OUTPUT/labels/<relpath>  the labels: copies of the label files (copy-on-write
+                           clones where the file system can; hard links only with
+                           --link_labels); tfds/toy_streets labels written as PNG
   OUTPUT/manifest.json     checkpoint, config, settings, counts, failures, time and
                            the list of finished images
   OUTPUT/translated.log    one line per image translated, appended as it is written
@@ -17,14 +18,24 @@ Output tree, a drop-in replacement of the input data set:
 With several processes (multi-host), process i of n translates every n-th file of
 the sorted list and writes `manifest.i-of-n.json` / `translated.i-of-n.log`.
 
-Every file is written under a temporary name and renamed, so an output that exists
-is complete; a rerun skips them and translates the rest. The manifest pins the
-checkpoint and the settings: rerunning into the same OUTPUT with another checkpoint
-(or format, size, dtype) is refused unless --overwrite.
+Inputs are never written: OUTPUT must lie outside the input and label folders,
+and they outside OUTPUT/images and OUTPUT/labels, whatever the flags (an output
+inside the input would also be read back as input on the next run). Every file is
+written under a temporary name and renamed, so an output that exists is complete;
+a rerun skips them and translates the rest. The manifest pins the checkpoint and
+the settings: rerunning into the same OUTPUT with another checkpoint (or format,
+size, dtype) is refused unless --overwrite.
 
-Exit status: 0 when every image was translated, 1 when some input could not be read
-(each is logged and listed in the manifest), 2 for usage errors, 143 when stopped
-by SIGTERM (after finishing the images in flight; rerun to complete).
+The manifest's "status" is "complete" (every image written), "incomplete" (some
+inputs could not be read; each is listed under "failed" with the reason),
+"interrupted" (stopped by a signal; rerun to finish) or "failed" (stopped by an
+error, named under "error": e.g. a full disk).
+
+Exit status: 0 when every image was translated, 1 when some input could not be read,
+2 for usage errors (one line names the flag, path or conflict), 3 when an error
+stopped the run (an unreadable checkpoint, an output that cannot be written), 130
+when stopped by Ctrl-C and 143 by SIGTERM (both after finishing the images in
+flight; rerun to complete).
 
 The Python API, used by this CLI, the evaluation and the notebooks:
 
@@ -35,17 +46,15 @@ The Python API, used by this CLI, the evaluation and the notebooks:
 import collections
 import concurrent.futures
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
-import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app
 from absl import flags
 from absl import logging
 import grain
@@ -58,6 +67,7 @@ from PIL import Image
 import tqdm
 
 from i2i_jax import checkpoint as checkpoint_lib
+from i2i_jax import cli
 from i2i_jax import sharding
 from i2i_jax.data import sources
 
@@ -65,9 +75,9 @@ from i2i_jax.data import sources
 GENERATOR_STRIDE = 4
 FORMAT_EXTENSIONS = {"png": (".png",), "jpg": (".jpg", ".jpeg")}
 PARTIAL_SUFFIX = ".partial"
-EXIT_FAILED_INPUTS = 1
-EXIT_USAGE = 2
-EXIT_SIGTERM = 128 + signal.SIGTERM
+# Linux's ioctl that makes a file share another's blocks copy-on-write (btrfs,
+# XFS, ...): a copy that costs no space and no time.
+_FICLONE = 0x40049409
 
 
 def _to_uint8(images: jax.Array) -> jax.Array:
@@ -282,22 +292,84 @@ def _write_json_atomic(path: str, content: dict[str, Any]):
 
 
 class OutputConflictError(ValueError):
-  """OUTPUT holds results of another checkpoint or settings, or two inputs share an output."""
+  """OUTPUT overlaps the inputs, holds results of another checkpoint or settings, or
+  two inputs share an output."""
+
+
+def _real(path: str) -> str:
+  return os.path.realpath(os.path.abspath(path))
+
+
+def _is_within(path: str, root: str) -> bool:
+  """Whether resolved `path` is `root` or lies under it (both resolved)."""
+  return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_output_location(source, output: str):
+  """Refuses an OUTPUT that could write over, link to, or read back an input file.
+
+  OUTPUT must not lie inside (or be) the image or label folder of a folder
+  source (a rerun would translate its own outputs), and neither folder may lie
+  inside OUTPUT/images or OUTPUT/labels (outputs would replace inputs). Paths are
+  compared after resolving symbolic links. No flag turns this off.
+
+  Raises:
+    OutputConflictError: naming both folders.
+  """
+  if not isinstance(source, sources.FolderSource):
+    return
+  output_root = _real(output)
+  written = {"OUTPUT/images": os.path.join(output_root, "images"),
+             "OUTPUT/labels": os.path.join(output_root, "labels")}
+  inputs = {"input": source.root, "label": source.label_root}
+  for kind, folder in inputs.items():
+    if not folder:
+      continue
+    folder_root = _real(folder)
+    if _is_within(output_root, folder_root):
+      raise OutputConflictError(
+          f"--output={output} is inside the {kind} folder {folder}: translations would "
+          f"be read back as inputs and could replace them; choose an --output outside "
+          f"{folder}")
+    for name, written_root in written.items():
+      if _is_within(folder_root, written_root):
+        raise OutputConflictError(
+            f"the {kind} folder {folder} is {name} of --output={output}, where outputs "
+            "are written: they would replace the inputs; choose another --output (inputs "
+            "are never overwritten, whatever the flags)")
 
 
 @dataclasses.dataclass
 class Summary:
-  """What one `translate_dataset` call did (its process's shard only)."""
+  """What one `translate_dataset` call did (its process's shard only).
+
+  Attributes:
+    failed: one {"relpath", "stage": "read" | "write", "error"} per image not written.
+    interrupted: a stop was requested (a signal); rerunning finishes the rest.
+    error: why the run stopped early, when an error stopped it (e.g. a full disk).
+  """
   total: int = 0
   translated: int = 0
   skipped: int = 0
   failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
   seconds: float = 0.0
   interrupted: bool = False
+  error: str | None = None
 
   @property
   def images_per_second(self) -> float:
     return self.translated / self.seconds if self.seconds else 0.0
+
+  @property
+  def status(self) -> str:
+    """"failed", "interrupted", "incomplete" (unreadable inputs) or "complete"."""
+    if self.error is not None:
+      return "failed"
+    if self.interrupted:
+      return "interrupted"
+    if self.failed or self.translated + self.skipped < self.total:
+      return "incomplete"
+    return "complete"
 
   def counts(self) -> dict[str, int]:
     return {"total": self.total, "translated": self.translated, "skipped": self.skipped,
@@ -307,9 +379,12 @@ class Summary:
     text = (f"translated {self.translated}, skipped {self.skipped} (already done), failed "
             f"{len(self.failed)} of {self.total} in {self.seconds:.1f} s "
             f"({self.images_per_second:.2f} images/s)")
-    if self.interrupted:
+    if self.error is not None:
+      text += f"; stopped by an error: {self.error}"
+    elif self.interrupted:
       text += "; interrupted, rerun to finish"
-    return text + "".join(f"\n  failed: {f['relpath']}: {f['error']}" for f in self.failed)
+    return text + "".join(f"\n  failed ({f['stage']}): {f['relpath']}: {f['error']}"
+                          for f in self.failed)
 
 
 class _Indexed:
@@ -329,11 +404,12 @@ class _DatasetWriter:
   """Writes translations and labels under OUTPUT, atomically, and journals them."""
 
   def __init__(self, output: str, source, settings: Settings, process_index: int,
-               journal_path: str, overwrite: bool):
+               journal_path: str, overwrite: bool, link_labels: bool):
     self.image_root = os.path.join(output, "images")
     self.label_root = os.path.join(output, "labels")
     self.source, self.settings = source, settings
     self.process_index, self.overwrite = process_index, overwrite
+    self.link_labels = link_labels
     self._journal = open(journal_path, "w" if overwrite else "a", buffering=1)
     self._journal_lock = threading.Lock()
 
@@ -376,11 +452,10 @@ class _DatasetWriter:
     def write(temporary):
       if label_file is None:
         Image.fromarray(record["label"], mode="L").save(temporary, format="PNG")
-        return
-      try:
+      elif self.link_labels:
         os.link(label_file, temporary)
-      except OSError:  # another file system, or links not allowed
-        shutil.copyfile(label_file, temporary)
+      else:
+        copy_file(label_file, temporary)
 
     self._atomic(path, write)
 
@@ -404,6 +479,21 @@ class _DatasetWriter:
                  lambda temporary: Image.fromarray(translated).save(temporary, **options))
     with self._journal_lock:
       self._journal.write(record["relpath"] + "\n")
+
+
+def copy_file(source_path: str, destination: str):
+  """Copies a file; a copy-on-write clone where the file system can make one.
+
+  Either way the copy is a file of its own: changing it never changes the source
+  (unlike a hard link).
+  """
+  with open(source_path, "rb") as source_file, open(destination, "wb") as destination_file:
+    try:
+      fcntl.ioctl(destination_file.fileno(), _FICLONE, source_file.fileno())
+      return
+    except OSError:  # not supported here (ext4, tmpfs, another file system...)
+      pass
+    shutil.copyfileobj(source_file, destination_file, length=1 << 20)
 
 
 def _check_output(output: str, identity: dict[str, Any], overwrite: bool):
@@ -432,7 +522,8 @@ def _check_output(output: str, identity: dict[str, Any], overwrite: bool):
 
 def translate_dataset(translator: Translator, source, output: str, *,
                       settings: Settings = Settings(), source_spec: str = "",
-                      overwrite: bool = False, read_threads: int = 4, write_threads: int = 4,
+                      overwrite: bool = False, link_labels: bool = False,
+                      read_threads: int = 4, write_threads: int = 4,
                       process_index: int = 0, process_count: int = 1,
                       stop: threading.Event | None = None,
                       progress: bool = True) -> Summary:
@@ -444,22 +535,30 @@ def translate_dataset(translator: Translator, source, output: str, *,
     output: the output folder (created).
     settings: format, quality, resize, dtype (recorded in the manifest).
     source_spec: how `source` was named, for the manifest.
-    overwrite: retranslate existing outputs, ignoring a previous manifest.
+    overwrite: retranslate existing outputs, ignoring a previous manifest (never
+      touches inputs: see `check_output_location`).
+    link_labels: hard-link the label files of a folder source into OUTPUT/labels
+      instead of copying them; editing a linked label in place edits the original.
     read_threads: threads decoding (and resizing, padding) inputs.
     write_threads: threads encoding and writing outputs.
     process_index, process_count: this process takes indices
       `process_index::process_count` of the sorted source.
-    stop: when set (e.g. by SIGTERM), finishes the batches in flight and returns
-      with `interrupted`.
+    stop: when set (e.g. by SIGINT or SIGTERM), finishes the batches in flight and
+      returns with `interrupted`.
     progress: show a tqdm bar (images/s, ETA).
   Returns:
-    The counts of this call; the same are in the manifest.
+    The counts of this call; the same are in the manifest. An image that cannot
+    be read is skipped and listed; one that cannot be written (e.g. a full disk)
+    stops the run after the images in flight, with `summary.error` set.
   Raises:
-    OutputConflictError: OUTPUT holds results of another checkpoint or settings, or
-      two inputs differ only by extension (one output name).
+    OutputConflictError: OUTPUT overlaps the inputs, holds results of another
+      checkpoint or settings, or two inputs differ only by extension (one output
+      name).
+    OSError: OUTPUT or its manifest cannot be written.
   """
   start_time = time.time()
   stop = stop or threading.Event()
+  check_output_location(source, output)
   os.makedirs(output, exist_ok=True)
   identity = {"checkpoint": {"path": translator.generator.path,
                              "step": translator.generator.step},
@@ -479,15 +578,43 @@ def translate_dataset(translator: Translator, source, output: str, *,
               "process": {"index": process_index, "count": process_count},
               "status": "running"}
   _write_json_atomic(os.path.join(output, manifest_name), manifest)
-  writer = _DatasetWriter(output, source, settings, process_index,
-                          os.path.join(output, journal_name), overwrite)
-  writer.remove_partials()
-
   indices = list(range(process_index, len(source), process_count))
   summary = Summary(total=len(indices))
   done = []
+  try:
+    _translate_shard(translator, source, output, indices, settings, summary, done,
+                     overwrite=overwrite, link_labels=link_labels,
+                     read_threads=read_threads, write_threads=write_threads,
+                     process_index=process_index, journal_name=journal_name, stop=stop,
+                     progress=progress)
+  except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+    summary.interrupted = True
+    raise
+  except Exception as e:
+    summary.error = f"{type(e).__name__}: {e}"
+    raise
+  finally:
+    summary.seconds = time.time() - start_time
+    manifest.update(
+        status=summary.status, error=summary.error, counts=summary.counts(),
+        failed=summary.failed, seconds=round(summary.seconds, 3),
+        images_per_second=round(summary.images_per_second, 3), done=sorted(done))
+    _write_json_atomic(os.path.join(output, manifest_name), manifest)
+  return summary
+
+
+def _translate_shard(translator: Translator, source, output: str, indices: list[int],
+                     settings: Settings, summary: Summary, done: list[str], *,
+                     overwrite: bool, link_labels: bool, read_threads: int,
+                     write_threads: int, process_index: int, journal_name: str,
+                     stop: threading.Event, progress: bool):
+  """The work of `translate_dataset`: fills `summary` and `done` as images are written."""
+  writer = _DatasetWriter(output, source, settings, process_index,
+                          os.path.join(output, journal_name), overwrite, link_labels)
+  writer.remove_partials()
+  known_relpaths = getattr(source, "files", None)
   if known_relpaths is not None:
-    done = [known_relpaths[i] for i in indices if writer.is_done(known_relpaths[i])]
+    done.extend(known_relpaths[i] for i in indices if writer.is_done(known_relpaths[i]))
     done_set = set(done)
     indices = [i for i in indices if known_relpaths[i] not in done_set]
     summary.skipped = len(done)
@@ -519,9 +646,12 @@ def translate_dataset(translator: Translator, source, output: str, *,
   def finish_write(future, record):
     try:
       future.result()
-    except OSError as e:  # e.g. a full disk: report the file, keep the others going
-      summary.failed.append({"relpath": record["relpath"], "error": f"writing: {e}"})
-      logging.error("translate: could not write %s: %s", record["relpath"], e)
+    except OSError as e:  # e.g. a full disk: no point going on, nothing half-written
+      summary.failed.append({"relpath": record["relpath"], "stage": "write",
+                             "error": f"{type(e).__name__}: {e}"})
+      if summary.error is None:
+        summary.error = f"cannot write {writer.image_path(record['relpath'])}: {e}"
+        logging.error("translate: %s; stopping after the images in flight", summary.error)
     else:
       summary.translated += 1
       done.append(record["relpath"])
@@ -544,11 +674,13 @@ def translate_dataset(translator: Translator, source, output: str, *,
   with concurrent.futures.ThreadPoolExecutor(write_threads) as pool:
     try:
       for record in records:
+        if summary.error is not None:
+          break
         if stop.is_set():
           summary.interrupted = True
           break
         if sources.is_bad(record):
-          summary.failed.append({"relpath": record["relpath"],
+          summary.failed.append({"relpath": record["relpath"], "stage": "read",
                                  "error": record[sources.ERROR_KEY]})
           logging.warning("translate: skipping unreadable input %s: %s", record["relpath"],
                           record[sources.ERROR_KEY])
@@ -563,7 +695,7 @@ def translate_dataset(translator: Translator, source, output: str, *,
         bucket.append(record)
         if len(bucket) == translator.batch_size:
           launch(pool, buckets.pop(record["padded"].shape))
-      if not summary.interrupted:
+      if not summary.interrupted and summary.error is None:
         for shape in list(buckets):
           launch(pool, buckets.pop(shape))
       collect(pool, max_in_flight=0)
@@ -573,14 +705,6 @@ def translate_dataset(translator: Translator, source, output: str, *,
       writer.close()
       bar.close()
 
-  summary.seconds = time.time() - start_time
-  manifest.update(
-      status="interrupted" if summary.interrupted else "complete",
-      counts=summary.counts(), failed=summary.failed, seconds=round(summary.seconds, 3),
-      images_per_second=round(summary.images_per_second, 3), done=sorted(done))
-  _write_json_atomic(os.path.join(output, manifest_name), manifest)
-  return summary
-
 
 def _parse_resize(text: str) -> tuple[int, int] | None:
   if not text:
@@ -588,79 +712,74 @@ def _parse_resize(text: str) -> tuple[int, int] | None:
   try:
     height, width = (int(value) for value in text.split(","))
   except ValueError:
-    raise app.UsageError(f"--resize={text!r}: expected HEIGHT,WIDTH", EXIT_USAGE) from None
+    raise cli.UsageError(f"--resize={text!r}: expected HEIGHT,WIDTH") from None
   if height < 1 or width < 1:
-    raise app.UsageError(f"--resize={text!r}: sizes must be positive", EXIT_USAGE)
+    raise cli.UsageError(f"--resize={text!r}: sizes must be positive")
   return height, width
 
 
 def _checkpoint_location() -> tuple[str, int | None]:
   """(path for load_generator, step) from --workdir / --checkpoint / --step."""
   if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
-    raise app.UsageError("pass exactly one of --workdir and --checkpoint", EXIT_USAGE)
+    raise cli.UsageError("pass exactly one of --workdir and --checkpoint")
   if _WORKDIR.value is not None:
     return _WORKDIR.value, _STEP.value
   path = epath.Path(_CHECKPOINT.value)
   if path.name.isdigit() and path.parent.name == "checkpoints":
     if _STEP.value is not None and _STEP.value != int(path.name):
-      raise app.UsageError(f"--checkpoint={path} is step {path.name} but --step="
-                           f"{_STEP.value}", EXIT_USAGE)
+      raise cli.UsageError(f"--checkpoint={path} is step {path.name} but --step={_STEP.value}")
     return str(path.parent), int(path.name)
   return str(path), _STEP.value
 
 
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}", EXIT_USAGE)
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   checkpoint_lib.quiet_orbax_logs()
   for name in ("input", "output"):
     if flags.FLAGS[name].value is None:
-      raise app.UsageError(f"--{name} is required", EXIT_USAGE)
+      raise cli.UsageError(f"--{name} is required")
   resize = _parse_resize(_RESIZE.value)
-  sharding.maybe_initialize_distributed()
-  checkpoint_path, step = _checkpoint_location()
-  spec = _INPUT.value if ":" in _INPUT.value.split("/")[0] else f"folder:{_INPUT.value}"
-  try:
-    source = sources.open_source(spec, labels=_LABELS.value, tfds_data_dir=_TFDS_DATA_DIR.value)
-    generator = checkpoint_lib.load_generator(checkpoint_path, step, _DTYPE.value)
-  except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e), EXIT_USAGE) from e
-  device_count = jax.local_device_count()
-  batch_size = -(-_BATCH_SIZE.value // device_count) * device_count
-  try:
-    translator = Translator(generator, batch_size=batch_size,
-                            bucket_multiple=_BUCKET_MULTIPLE.value)
-  except ValueError as e:
-    raise app.UsageError(str(e), EXIT_USAGE) from e
-  settings = Settings(format=_FORMAT.value, quality=_QUALITY.value,
-                      png_compress_level=_PNG_COMPRESS_LEVEL.value, resize=resize,
-                      compute_dtype=_DTYPE.value or generator.config.compute_dtype)
-  logging.info("translate: %s with %s step %d on %d device(s), batch %d, %s",
-               source, generator.path, generator.step, device_count, batch_size, settings)
-
-  stop = threading.Event()
-  signal.signal(signal.SIGTERM, lambda *_: stop.set())
-  try:
-    summary = translate_dataset(
-        translator, source, _OUTPUT.value, settings=settings, source_spec=spec,
-        overwrite=_OVERWRITE.value, read_threads=_READ_THREADS.value,
-        write_threads=_WRITE_THREADS.value, process_index=jax.process_index(),
-        process_count=jax.process_count(), stop=stop)
-  except OutputConflictError as e:
-    raise app.UsageError(str(e), EXIT_USAGE) from e
+  with cli.StopSignals() as stop:
+    sharding.maybe_initialize_distributed()
+    checkpoint_path, step = _checkpoint_location()
+    spec = _INPUT.value if ":" in _INPUT.value.split("/")[0] else f"folder:{_INPUT.value}"
+    try:
+      source = sources.open_source(spec, labels=_LABELS.value,
+                                   tfds_data_dir=_TFDS_DATA_DIR.value)
+      check_output_location(source, _OUTPUT.value)
+      generator = checkpoint_lib.load_generator(checkpoint_path, step, _DTYPE.value)
+    except (FileNotFoundError, ValueError) as e:
+      raise cli.UsageError(str(e)) from e
+    device_count = jax.local_device_count()
+    batch_size = -(-_BATCH_SIZE.value // device_count) * device_count
+    try:
+      translator = Translator(generator, batch_size=batch_size,
+                              bucket_multiple=_BUCKET_MULTIPLE.value)
+    except ValueError as e:
+      raise cli.UsageError(str(e)) from e
+    settings = Settings(format=_FORMAT.value, quality=_QUALITY.value,
+                        png_compress_level=_PNG_COMPRESS_LEVEL.value, resize=resize,
+                        compute_dtype=_DTYPE.value or generator.config.compute_dtype)
+    logging.info("translate: %s with %s step %d on %d device(s), batch %d, %s",
+                 source, generator.path, generator.step, device_count, batch_size, settings)
+    try:
+      summary = translate_dataset(
+          translator, source, _OUTPUT.value, settings=settings, source_spec=spec,
+          overwrite=_OVERWRITE.value, link_labels=_LINK_LABELS.value,
+          read_threads=_READ_THREADS.value, write_threads=_WRITE_THREADS.value,
+          process_index=jax.process_index(), process_count=jax.process_count(),
+          stop=stop.event)
+    except OutputConflictError as e:
+      raise cli.UsageError(str(e)) from e
+    except OSError as e:  # OUTPUT or its manifest cannot be written
+      raise cli.RunError(f"--output={_OUTPUT.value}: {e}") from e
   print(f"{_OUTPUT.value}: {summary}", flush=True)
+  if summary.error is not None:
+    return cli.EXIT_ERROR
   if summary.interrupted:
-    return EXIT_SIGTERM
-  return EXIT_FAILED_INPUTS if summary.failed else 0
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parsing, but a bad flag exits with the usage status 2 (absl uses 1)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(f"{argv[0]}: {e}\nPass --help to see the flags.\n")
-    sys.exit(EXIT_USAGE)
+    return stop.exit_code or cli.EXIT_SIGTERM
+  return cli.EXIT_FAILED_INPUTS if summary.failed else cli.EXIT_OK
 
 
 if __name__ == "__main__":
@@ -679,10 +798,15 @@ if __name__ == "__main__":
       "tfds:NAME[:SPLIT] or toy_streets:sim[:SPLIT].")
   _LABELS = flags.DEFINE_string(
       "labels", "", "Folder of label maps for a folder input, matched by relative path and "
-      "stem; hard-linked (or copied) to OUTPUT/labels/ under the same relative names. tfds and "
-      "toy_streets inputs bring their own labels.")
+      "stem; copied to OUTPUT/labels/ under the same relative names (see --link_labels). "
+      "tfds and toy_streets inputs bring their own labels.")
+  _LINK_LABELS = flags.DEFINE_bool(
+      "link_labels", False, "Hard-link the label files into OUTPUT/labels/ instead of "
+      "copying them: saves space, but a linked label IS the original file, so editing it in "
+      "place (e.g. relabelling the translated set) changes the source data set too.")
   _OUTPUT = flags.DEFINE_string(
-      "output", None, "Output folder: images/, labels/, manifest.json, translated.log.")
+      "output", None, "Output folder: images/, labels/, manifest.json, translated.log. Must "
+      "lie outside the input and label folders (inputs are never overwritten).")
   _RESIZE = flags.DEFINE_string(
       "resize", "", "HEIGHT,WIDTH to translate at (outputs are resized back to each input's "
       "size so labels still match); empty: full resolution, the input's own size. Sizes not "
@@ -704,6 +828,6 @@ if __name__ == "__main__":
   _WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.")
   _OVERWRITE = flags.DEFINE_bool(
       "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
-      "checkpoint or settings.")
+      "checkpoint or settings (OUTPUT's own files only; inputs are never written).")
   _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where tfds: inputs are stored.")
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main)

@@ -5,6 +5,7 @@ with it; the CLI tests run real subprocesses, kill them with real signals, and r
 the files they leave behind.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -137,12 +138,12 @@ def run_cli(*args):
 
 
 def test_help_explains_the_flags():
-  result = run_cli("--help")  # absl exits 1 after printing help
-  assert "Traceback" not in result.stderr
+  result = run_cli("--help")
+  assert result.returncode == 0 and "Traceback" not in result.stderr
   for flag in ("workdir", "checkpoint", "input", "labels", "output", "resize", "format",
                "quality", "dtype", "batch_size", "bucket_multiple"):
     assert f"--{flag}:" in result.stdout, flag
-  assert "--[no]overwrite:" in result.stdout
+  assert "--[no]overwrite:" in result.stdout and "--[no]link_labels:" in result.stdout
   assert "Exit status" in result.stdout
 
 
@@ -170,14 +171,15 @@ def test_cli_translates_a_nested_folder_into_a_drop_in_data_set(workdir, tmp_pat
     label_out = output / "labels" / out_relpath
     label_in = labels / out_relpath
     assert label_out.read_bytes() == label_in.read_bytes()
-    assert os.path.samefile(label_out, label_in)  # hard link, same file system
+    assert not os.path.samefile(label_out, label_in)  # a copy, not a link
   assert not (output / "images" / "city" / "b" / "broken.png").exists()
   assert not (output / "labels" / "city" / "b" / "broken.png").exists()
   manifest = json.loads((output / "manifest.json").read_text())
-  assert manifest["status"] == "complete"
+  assert manifest["status"] == "incomplete"  # one input could not be read
   assert manifest["checkpoint"] == {"path": os.path.join(workdir, "checkpoints"), "step": 0}
   assert manifest["counts"] == {"total": 5, "translated": 4, "skipped": 0, "failed": 1}
-  assert [f["relpath"] for f in manifest["failed"]] == ["city/b/broken.png"]
+  assert [(f["relpath"], f["stage"]) for f in manifest["failed"]] == [
+      ("city/b/broken.png", "read")]
   assert manifest["done"] == sorted(sizes)
   assert manifest["config"]["model"]["res_channels"] == 8
 
@@ -193,11 +195,23 @@ def test_cli_translates_a_nested_folder_into_a_drop_in_data_set(workdir, tmp_pat
   assert "manifest.json" in refused.stderr and "--overwrite" in refused.stderr
 
 
-def test_cli_usage_errors_exit_2(workdir, tmp_path):
-  assert run_cli(f"--workdir={workdir}", f"--input={tmp_path}/missing",
-                 f"--output={tmp_path}/out").returncode == 2
-  assert run_cli(f"--input={tmp_path}", f"--output={tmp_path}/out").returncode == 2
-  assert run_cli("--no_such_flag=1").returncode == 2
+@pytest.mark.parametrize("make_args, named", [
+    (lambda w, t: [f"--workdir={w}", f"--input={t}/missing", f"--output={t}/out"],
+     "missing"),
+    (lambda w, t: [f"--input={t}", f"--output={t}/out"], "--workdir"),
+    (lambda w, t: ["--no_such_flag=1"], "no_such_flag"),
+    (lambda w, t: [f"--workdir={w}", f"--input={t}", f"--output={t}/out", "--resize=3"],
+     "--resize"),
+])
+def test_cli_usage_errors_exit_2_with_one_line(workdir, tmp_path, make_args, named):
+  (tmp_path / "a.png").write_bytes(b"")
+
+  result = run_cli(*make_args(workdir, tmp_path))
+
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr and "--bucket_multiple" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if "error:" in line]
+  assert len(errors) == 1 and named in errors[0], result.stderr[-2000:]
 
 
 def test_process_shards_are_disjoint_and_cover_the_data_set(generator, tmp_path):
@@ -237,7 +251,7 @@ def _stop_midway(args, journal, sig):
   return process.returncode, stdout, stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_killed_run_resumes_without_truncated_or_repeated_outputs(workdir, tmp_path, sig):
   images, output = tmp_path / "images", tmp_path / "out"
   count = 40
@@ -251,9 +265,9 @@ def test_killed_run_resumes_without_truncated_or_repeated_outputs(workdir, tmp_p
 
   first_run = journal.read_text().split()
   assert 0 < len(first_run) < count, "the run was not stopped midway"
-  if sig == signal.SIGTERM:  # a graceful stop: in-flight images written, manifest says so
-    assert returncode == translate.EXIT_SIGTERM, stderr[-3000:]
-    assert "interrupted" in stdout
+  if sig != signal.SIGKILL:  # a graceful stop: in-flight images written, manifest says so
+    assert returncode == 128 + sig, stderr[-3000:]
+    assert "interrupted" in stdout and "Traceback" not in stderr
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert manifest["done"] == sorted(first_run)
@@ -316,3 +330,137 @@ def test_resize_translates_at_the_given_size_and_writes_at_the_input_size(genera
     assert (image.format, image.size) == ("JPEG", (18, 30))
   manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
   assert manifest["settings"]["resize"] == [32, 32]
+
+
+def _hash_tree(root):
+  """{relative path: sha256} of every file under root."""
+  hashes = {}
+  for directory, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as f:
+        hashes[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+  return hashes
+
+
+def _write_data_set(root, count=3):
+  """root/images/s<i>.png and root/labels/s<i>.png, small."""
+  for index in range(count):
+    _write_image(str(root / "images" / f"s{index}.png"), (20, 24, 3), index)
+    _write_label(str(root / "labels" / f"s{index}.png"), 20, 24, index)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_over_the_inputs_is_refused_whatever_the_flags(workdir, tmp_path, overwrite):
+  # The new user's mistake: copy the data set into D/, then translate D/ into D/.
+  data = tmp_path / "D"
+  _write_data_set(data)
+  before = _hash_tree(data)
+  extra = ["--overwrite"] if overwrite else []
+
+  result = run_cli(f"--workdir={workdir}", f"--input=folder:{data}/images",
+                   f"--labels={data}/labels", f"--output={data}", *extra)
+
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "images" in result.stderr and "--overwrite" not in result.stderr.split("error:")[-1]
+  assert _hash_tree(data) == before
+
+
+def test_outputs_in_or_over_input_folders_are_refused_by_the_library_too(generator, tmp_path):
+  data = tmp_path / "D"
+  _write_data_set(data)
+  before = _hash_tree(data)
+  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+  (tmp_path / "link").symlink_to(data / "images")
+  for output in (data, data / "images", data / "labels" / "out", tmp_path / "link",
+                 tmp_path / "link" / "sub"):
+    for overwrite in (False, True):
+      with pytest.raises(translate.OutputConflictError, match="choose"):
+        translate.translate_dataset(translator, source, str(output), overwrite=overwrite,
+                                    progress=False)
+  assert _hash_tree(data) == before
+  # Beside the inputs is fine, even inside the data set's parent folder.
+  summary = translate.translate_dataset(translator, source, str(data / "translated"),
+                                        progress=False)
+  assert summary.translated == 3
+  assert {k: h for k, h in _hash_tree(data).items() if k in before} == before
+
+
+def test_an_output_inside_the_input_folder_is_refused_and_not_created(workdir, tmp_path):
+  source = tmp_path / "S"
+  for index in range(3):
+    _write_image(str(source / f"{index}.png"), (20, 24, 3), index)
+  before = _hash_tree(source)
+
+  for _ in range(2):  # a rerun used to translate its own outputs again
+    result = run_cli(f"--workdir={workdir}", f"--input=folder:{source}",
+                     f"--output={source}/translated")
+    assert result.returncode == 2
+    assert "inside the input folder" in result.stderr
+
+  assert _hash_tree(source) == before and not (source / "translated").exists()
+
+
+def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(generator, tmp_path):
+  data = tmp_path / "D"
+  _write_data_set(data)
+  before = _hash_tree(data)
+  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+  translate.translate_dataset(translator, source, str(tmp_path / "O"), progress=False)
+
+  # Relabel the translated set in place, as a user would.
+  edited = tmp_path / "O" / "labels" / "s0.png"
+  with Image.open(edited) as label:
+    relabelled = np.asarray(label).copy()
+  relabelled[:5] = 7
+  Image.fromarray(relabelled).save(edited)
+
+  assert _hash_tree(data) == before
+  # Hard links only when asked for.
+  translate.translate_dataset(translator, source, str(tmp_path / "L"), link_labels=True,
+                              progress=False)
+  assert os.path.samefile(tmp_path / "L" / "labels" / "s1.png", data / "labels" / "s1.png")
+
+
+def test_unreadable_inputs_give_an_honest_status_and_reason(generator, tmp_path):
+  images = tmp_path / "images"
+  images.mkdir()
+  for index in range(3):
+    (images / f"{index}.png").write_bytes(b"not an image")
+  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+                                    devices=jax.local_devices()[:1])
+
+  summary = translate.translate_dataset(
+      translator, sources.open_source(f"folder:{images}"), str(tmp_path / "out"),
+      progress=False)
+
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert summary.status == manifest["status"] == "incomplete"
+  assert manifest["counts"] == {"total": 3, "translated": 0, "skipped": 0, "failed": 3}
+  assert all(f["stage"] == "read" and "UnidentifiedImageError" in f["error"]
+             for f in manifest["failed"])
+
+
+def test_an_output_that_cannot_be_written_stops_the_run_with_exit_3(workdir, tmp_path):
+  images, output = tmp_path / "images", tmp_path / "out"
+  for index in range(4):
+    _write_image(str(images / f"{index}.png"), (20, 24, 3), index)
+  output.mkdir()
+  (output / "images").write_text("a file where the images folder should be")
+
+  result = run_cli(f"--workdir={workdir}", f"--input={images}", f"--output={output}",
+                   "--batch_size=1")
+
+  assert result.returncode == 3, result.stderr[-2000:]
+  manifest = json.loads((output / "manifest.json").read_text())
+  assert manifest["status"] == "failed" and "cannot write" in manifest["error"]
+  assert manifest["counts"]["translated"] == 0
+  assert all(f["stage"] == "write" for f in manifest["failed"])
+  # An output folder that cannot even be made: one line, exit 3.
+  blocked = run_cli(f"--workdir={workdir}", f"--input={images}",
+                    f"--output={output}/images/sub")
+  assert blocked.returncode == 3 and "Traceback" not in blocked.stderr
