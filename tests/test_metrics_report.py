@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from i2i_jax.metrics import domain_gap
@@ -35,20 +36,38 @@ def test_domain_gap_closes_when_translated_images_look_like_the_target(tmp_path)
   metrics = evaluator.run(images(2, 20, 180))
   assert metrics["FD_colour(F(X),Y)"] < 0.1 * metrics["FD_colour(X,Y)"]
   assert metrics["FD_colour_gap_closed"] > 0.9
-  assert evaluator.pictures == ["domain_gap.png"]
+  assert list(evaluator.pictures) == ["domain_gap.png"]
   assert (tmp_path / "domain_gap.png").stat().st_size > 1000
   untranslated = domain_gap.DomainGapEvaluator(colour_statistics, sim, real, "FD_colour").run(sim)
   assert untranslated["FD_colour_gap_closed"] == pytest.approx(0.0)
 
 
-def test_report_writes_json_and_markdown_with_pictures(tmp_path):
+def test_domain_gap_scatter_is_titled_labelled_and_captioned(tmp_path):
+  evaluator = domain_gap.DomainGapEvaluator(colour_statistics, images(0, 12, 60),
+                                            images(1, 12, 180), "FD_colour",
+                                            out_dir=str(tmp_path))
+  metrics = evaluator.run(images(2, 12, 170))
+  caption = evaluator.pictures["domain_gap.png"]
+  assert f"FD_colour(X,Y) = {metrics['FD_colour(X,Y)']:.4g}" in caption
+  assert "blue = X" in caption and "green = Y" in caption and "orange = F(X)" in caption
+  picture = np.asarray(Image.open(tmp_path / "domain_gap.png").convert("RGB"))
+  # The title and axis labels are drawn: dark text above and left of the plot area.
+  assert (picture[:60] < 100).all(axis=-1).sum() > 300  # three title lines
+  assert (picture[:, :40] < 100).all(axis=-1).sum() > 100  # the vertical axis label
+
+
+def test_report_writes_json_and_markdown_with_captioned_pictures(tmp_path):
+  caption = "Flip matrix: row = a class in X, column = its class in F(X)."
   written = report.write_report(
       str(tmp_path), {"flips": {"flip_rate": 0.25, "flip_rate/sky": float("nan")}},
-      {"flips": ["flip_matrix.png"]}, ["a note"], {"source": "folder:x"})
+      {"flips": {"flip_matrix.png": caption}}, ["a note"], {"source": "folder:x"})
   on_disk = json.loads((tmp_path / "report.json").read_text())
   assert on_disk == written
   assert on_disk["metrics"]["flips"] == {"flip_rate": 0.25, "flip_rate/sky": None}
+  assert on_disk["pictures"] == {"flips": ["flip_matrix.png"]}
+  assert on_disk["captions"] == {"flip_matrix.png": caption}
   markdown = (tmp_path / "report.md").read_text()
   assert "| flip_rate | 0.25 |" in markdown and "| flip_rate/sky | n/a |" in markdown
-  assert "![flip_matrix.png](flip_matrix.png)" in markdown and "- a note" in markdown
+  assert f"*flip_matrix.png*: {caption}\n\n![flip_matrix.png](flip_matrix.png)" in markdown
+  assert "- a note" in markdown
   assert not [path for path in tmp_path.iterdir() if "tmp" in path.name]

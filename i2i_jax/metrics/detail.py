@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+import tqdm
 
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
@@ -32,7 +33,8 @@ class DetailRetentionEvaluator:
   def __init__(self, segment_fn: semantic.SegmentFn, source_images: Sequence[np.ndarray],
                source_labels: Sequence[np.ndarray] | None = None, *,
                detail_classes: dict[int, str] | None = None,
-               retained_fraction: float = 0.5, min_instance_pixels: int = 4):
+               retained_fraction: float = 0.5, min_instance_pixels: int = 4,
+               progress: bool = False):
     """Args:
       segment_fn: [B, H, W, 3] uint8 -> [B, H, W] int32.
       source_images: X, a sequence of [H, W, 3] uint8.
@@ -40,6 +42,7 @@ class DetailRetentionEvaluator:
       detail_classes: class id -> name; default pole, traffic light, traffic sign.
       retained_fraction: fraction of an instance's pixels that must keep its class.
       min_instance_pixels: smaller components are label noise and not counted.
+      progress: a tqdm bar over the images (ETA).
     """
     self.segment_fn = segment_fn
     self.source_images = source_images
@@ -47,6 +50,7 @@ class DetailRetentionEvaluator:
     self.detail_classes = dict(detail_classes or DETAIL_CLASSES)
     self.retained_fraction = retained_fraction
     self.min_instance_pixels = min_instance_pixels
+    self.progress = progress
 
   def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
     """Returns, per detail class and overall ("<key>" and "<key>/<class>"):
@@ -63,8 +67,9 @@ class DetailRetentionEvaluator:
     energy_translated = dict.fromkeys(class_ids, 0.0)
     energy_source = dict.fromkeys(class_ids, 0.0)
     structure = np.ones((3, 3), bool)
-    for index, translated in enumerate(translated_images):
-      translated = np.asarray(translated)
+    for index in tqdm.trange(len(translated_images), desc="detail: segmenting", unit="img",
+                             disable=not self.progress, dynamic_ncols=True, leave=False):
+      translated = np.asarray(translated_images[index])
       height, width = translated.shape[:2]
       source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
       if self.source_labels is not None:

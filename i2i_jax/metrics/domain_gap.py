@@ -9,6 +9,9 @@ import numpy as np
 from i2i_jax.metrics import fid
 
 MAX_POINTS_PER_SET = 1000
+# What the axes of each projection measure: PCA keeps the features' units,
+# t-SNE and UMAP coordinates have no meaning of their own.
+_AXIS_UNITS = {"PCA": " (feature units)", "t-SNE": " (no units)", "UMAP": " (no units)"}
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -34,8 +37,9 @@ def projections(features: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 class DomainGapEvaluator:
   """Frechet distances X->Y and F(X)->Y, and a scatter of the three feature clouds.
 
-  `run` writes `domain_gap.png` (one panel per projection) into `out_dir` when
-  given; its name is in `self.pictures` afterwards.
+  `run` writes `domain_gap.png` (one panel per projection, titled, with axis
+  labels and a legend) into `out_dir` when given; `self.pictures` maps its name
+  to a caption for the report afterwards.
   """
 
   def __init__(self, extract_features: Callable[[Sequence[np.ndarray]], np.ndarray],
@@ -54,7 +58,7 @@ class DomainGapEvaluator:
     self.name = name
     self.out_dir = out_dir
     self.seed = seed
-    self.pictures: list[str] = []
+    self.pictures: dict[str, str] = {}
 
   def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
     """Returns {"<name>(X,Y)", "<name>(F(X),Y)", "<name>_gap_closed"}.
@@ -67,34 +71,44 @@ class DomainGapEvaluator:
     metrics = {f"{self.name}(X,Y)": before, f"{self.name}(F(X),Y)": after,
                f"{self.name}_gap_closed": 1.0 - after / before if before > 0 else 0.0}
     if self.out_dir:
-      self._write_scatter(translated_features)
+      self._write_scatter(translated_features, before, after)
     return metrics
 
-  def _write_scatter(self, translated_features):
+  def _write_scatter(self, translated_features, before: float, after: float):
     # The object-oriented API: no pyplot, so the caller's backend (a notebook's
     # inline one) is left alone.
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     rng = np.random.RandomState(self.seed)
-    clouds = {"sim X": self.source_features, "real Y": self.target_features,
-              "translated F(X)": translated_features}
+    clouds = {"X: source (sim)": self.source_features, "Y: target (real)": self.target_features,
+              "F(X): translated": translated_features}
     clouds = {label: features[np.sort(rng.permutation(len(features))[:MAX_POINTS_PER_SET])]
               for label, features in clouds.items()}
     stacked = np.concatenate(list(clouds.values())).astype(np.float64)
     bounds = np.cumsum([0] + [len(features) for features in clouds.values()])
     panels = projections(stacked, self.seed)
-    figure = Figure(figsize=(6 * len(panels), 5))
+    figure = Figure(figsize=(max(8, 6 * len(panels)), 5.6))
     axes = figure.subplots(1, len(panels), squeeze=False)
+    distances = f"{self.name}(X,Y) = {before:.4g}, {self.name}(F(X),Y) = {after:.4g}"
+    figure.suptitle(f"Domain gap: one dot per image, {self.name} features projected to 2-D\n"
+                    f"{distances}\nthe translation works when orange F(X) moves from blue X "
+                    "onto green Y", fontsize=10)
     for axis, (method, points) in zip(axes[0], panels.items()):
       for (label, _), start, stop, color in zip(clouds.items(), bounds[:-1], bounds[1:],
                                                 ("tab:blue", "tab:green", "tab:orange")):
         axis.scatter(points[start:stop, 0], points[start:stop, 1], s=8, alpha=0.6,
                      color=color, label=label)
-      axis.set_title(f"{method} of {self.name} features")
-      axis.legend()
+      axis.set_title(f"{method} of {self.name} features", fontsize=10)
+      axis.set_xlabel(f"{method} 1" + _AXIS_UNITS[method])
+      axis.set_ylabel(f"{method} 2" + _AXIS_UNITS[method])
+      axis.legend(fontsize=8)
     figure.tight_layout()
     os.makedirs(self.out_dir, exist_ok=True)
     tmp_path = os.path.join(self.out_dir, f".domain_gap.tmp-{os.getpid()}.png")
     figure.savefig(tmp_path, dpi=100)
     os.replace(tmp_path, os.path.join(self.out_dir, "domain_gap.png"))
-    self.pictures = ["domain_gap.png"]
+    self.pictures = {"domain_gap.png": (
+        f"Domain gap: every dot is one image's {self.name} features, projected to 2-D by "
+        f"{', '.join(panels)} (one panel each); blue = X (source), green = Y (target), orange = "
+        "F(X) (translated). The closer the orange cloud lies to the green one (and the farther "
+        f"from the blue one), the more the translation closed the gap; {distances}.")}

@@ -1,15 +1,24 @@
 """Semantic flipping: which classes of X turn into which classes in F(X)."""
 
+import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+import tqdm
 
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
 
 FLIP_COLOR = np.array([255, 0, 255], np.float32)
+PANEL_TITLES = ("X: source", "F(X): translated", "F(X), flipped pixels in magenta")
+# Panels narrower than this are enlarged (nearest neighbour) so that their titles fit.
+MIN_PANEL_WIDTH = 256
+FONT_SIZE = 14
+_MARGIN = 4
 
 
 def write_png(path: str, image: np.ndarray) -> None:
@@ -35,20 +44,89 @@ def flip_overlay(source: np.ndarray, translated: np.ndarray, flipped: np.ndarray
   return np.concatenate([source, translated, overlay.astype(np.uint8)], axis=1)
 
 
+def flip_caption(rank: int, name: str, flip_rate: float, reference: str) -> list[str]:
+  """The caption of a worst-flips picture: which file, how much flipped, what magenta means.
+
+  Args:
+    rank: 0 for the image with the most flipped pixels.
+    name: the source file (relative path) or another name of the image.
+    flip_rate: fraction of the image's reference pixels whose class changed.
+    reference: what the classes of X are, "X's labels" or "seg(X)".
+  """
+  return [f"Semantic flips, worst image #{rank + 1}: {name}",
+          f"{flip_rate:.1%} of its pixels with a class in {reference} have another class in "
+          "seg(F(X)); those pixels are magenta in the right panel."]
+
+
+def _font():
+  """A scalable font where Pillow has FreeType (>= 10.1), else its small bitmap font."""
+  try:
+    return ImageFont.load_default(size=FONT_SIZE)
+  except (TypeError, ImportError, OSError):
+    return ImageFont.load_default()
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+  """Splits `text` at spaces into lines no wider than `width` pixels (a longer word stays whole)."""
+  lines, line = [], ""
+  for word in text.split(" "):
+    candidate = f"{line} {word}" if line else word
+    if line and draw.textlength(candidate, font=font) > width:
+      lines.append(line)
+      candidate = word
+    line = candidate
+  return lines + [line]
+
+
+def captioned_panels(panels: np.ndarray, caption: Sequence[str],
+                     panel_titles: Sequence[str] = PANEL_TITLES) -> np.ndarray:
+  """Draws `caption` above equal-width panels and a title above each panel.
+
+  Args:
+    panels: [H, N W, 3] uint8, N = len(panel_titles) panels side by side.
+    caption: lines of text, wrapped to the picture's width.
+    panel_titles: one title per panel.
+
+  Returns:
+    [H' + text height, N W', 3] uint8 on white, where panels narrower than
+    MIN_PANEL_WIDTH are enlarged by an integer factor (nearest neighbour).
+  """
+  scale = max(1, math.ceil(MIN_PANEL_WIDTH / (panels.shape[1] // len(panel_titles))))
+  panels = panels.repeat(scale, axis=0).repeat(scale, axis=1)
+  height, width = panels.shape[:2]
+  panel_width = width // len(panel_titles)
+  font = _font()
+  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  line_height = font.getbbox("Ag")[3] + 4
+  lines = [wrapped for text in caption for wrapped in _wrap(measure, text, font, width - 2 * _MARGIN)]
+  caption_height = _MARGIN + len(lines) * line_height
+  titles_height = line_height + _MARGIN
+  picture = Image.new("RGB", (width, caption_height + titles_height + height), "white")
+  draw = ImageDraw.Draw(picture)
+  for number, line in enumerate(lines):
+    draw.text((_MARGIN, _MARGIN + number * line_height), line, fill="black", font=font)
+  for number, title in enumerate(panel_titles):
+    draw.text((number * panel_width + _MARGIN, caption_height), title, fill="black", font=font)
+  picture.paste(Image.fromarray(panels), (0, caption_height + titles_height))
+  return np.asarray(picture)
+
+
 class FlipEvaluator:
   """Per-class flip matrix between the reference classes of X and seg(F(X)).
 
   The reference is X's labels when given, else seg(X). A pixel flips when its
   predicted class in F(X) differs from its reference class. `run` writes
-  `flip_matrix.png` and the `worst_k` images with the most flipped pixels as
-  overlays (`flips_worst_<rank>.png`) into `out_dir`; their names are in
-  `self.pictures` afterwards.
+  `flip_matrix.png` (with a colour scale) and the `worst_k` images with the most
+  flipped pixels (`flips_worst_<rank>.png`: X | F(X) | flips in magenta, under a
+  caption naming the file) into `out_dir`; `self.pictures` maps their names to
+  captions for the report afterwards.
   """
 
   def __init__(self, segment_fn: semantic.SegmentFn, source_images: Sequence[np.ndarray],
                source_labels: Sequence[np.ndarray] | None = None, *,
                class_names: Sequence[str] = semantic.CITYSCAPES_CLASSES,
-               out_dir: str | None = None, worst_k: int = 4, top_flips: int = 5):
+               out_dir: str | None = None, worst_k: int = 4, top_flips: int = 5,
+               source_names: Sequence[str] | None = None, progress: bool = False):
     """Args:
       segment_fn: [B, H, W, 3] uint8 -> [B, H, W] int32.
       source_images: X, a sequence of [H, W, 3] uint8.
@@ -57,6 +135,9 @@ class FlipEvaluator:
       out_dir: where pictures go; None writes none.
       worst_k: how many worst images to draw.
       top_flips: how many of the largest class -> class flips to report.
+      source_names: X's file names (relative paths) for the captions; None
+        names images by their index.
+      progress: a tqdm bar over the images (ETA).
     """
     self.segment_fn = segment_fn
     self.source_images = source_images
@@ -65,8 +146,11 @@ class FlipEvaluator:
     self.out_dir = out_dir
     self.worst_k = worst_k
     self.top_flips = top_flips
-    self.pictures: list[str] = []
+    self.source_names = source_names
+    self.progress = progress
+    self.pictures: dict[str, str] = {}
     self.flip_matrix: np.ndarray | None = None
+    self.class_pixels: np.ndarray | None = None
 
   def _reference(self, index: int, height: int, width: int) -> np.ndarray:
     if self.source_labels is not None:
@@ -87,8 +171,9 @@ class FlipEvaluator:
     num_classes = len(self.class_names)
     counts = np.zeros((num_classes, num_classes), np.int64)
     per_image = []
-    for index, image in enumerate(translated_images):
-      image = np.asarray(image)
+    for index in tqdm.trange(len(translated_images), desc="flips: segmenting", unit="img",
+                             disable=not self.progress, dynamic_ncols=True, leave=False):
+      image = np.asarray(translated_images[index])
       reference = self._reference(index, *image.shape[:2])
       confusion = semantic.confusion_matrix(reference, self.segment_fn(image[None])[0], num_classes)
       counts += confusion
@@ -96,6 +181,7 @@ class FlipEvaluator:
 
     totals = counts.sum(axis=1)
     self.flip_matrix = counts / np.maximum(totals, 1)[:, None]
+    self.class_pixels = totals
     metrics = {"flip_rate": float(1.0 - np.trace(counts) / max(counts.sum(), 1))}
     for class_id in np.flatnonzero(totals):
       metrics[f"flip_rate/{self.class_names[class_id]}"] = float(
@@ -111,33 +197,55 @@ class FlipEvaluator:
     return metrics
 
   def _write_pictures(self, translated_images, per_image_flip_rate):
+    os.makedirs(self.out_dir, exist_ok=True)
+    reference = "X's labels" if self.source_labels is not None else "seg(X)"
+    self.pictures = {"flip_matrix.png": self._write_matrix(reference)}
+    for rank, index in enumerate(np.argsort(-per_image_flip_rate)[:self.worst_k]):
+      translated = np.asarray(translated_images[index])
+      height, width = translated.shape[:2]
+      predicted = self.segment_fn(translated[None])[0]
+      reference_classes = self._reference(index, height, width)
+      flipped = (reference_classes != predicted) & (reference_classes < len(self.class_names))
+      source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
+      name = self.source_names[index] if self.source_names is not None else f"image {index}"
+      caption = flip_caption(rank, name, per_image_flip_rate[index], reference)
+      file_name = f"flips_worst_{rank}.png"
+      write_png(os.path.join(self.out_dir, file_name),
+                captioned_panels(flip_overlay(source, translated, flipped), caption))
+      self.pictures[file_name] = (
+          f"Worst flips #{rank + 1}, {name}: X (left), F(X) (middle), and F(X) with the pixels "
+          f"whose class in seg(F(X)) differs from {reference} in magenta (right); "
+          f"{per_image_flip_rate[index]:.1%} of its pixels flipped.")
+
+  def _write_matrix(self, reference: str) -> str:
+    """Draws flip_matrix.png with a colour bar; returns its caption."""
     # The object-oriented API: no pyplot, so the caller's backend (a notebook's
     # inline one) is left alone.
+    from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-    os.makedirs(self.out_dir, exist_ok=True)
-    self.pictures = []
-    figure = Figure(figsize=(8, 7))
+    present = self.class_pixels > 0
+    colormap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    figure = Figure(figsize=(9, 7.5))
     axis = figure.subplots()
-    axis.imshow(self.flip_matrix, cmap="viridis", vmin=0, vmax=1)
+    image = axis.imshow(np.ma.masked_array(self.flip_matrix, ~present[:, None].repeat(
+        len(present), axis=1)), cmap=colormap, vmin=0, vmax=1)
+    colorbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    colorbar.set_label("fraction of the row class's pixels (each row sums to 1)")
     axis.set_xticks(range(len(self.class_names)), self.class_names, rotation=90)
     axis.set_yticks(range(len(self.class_names)), self.class_names)
-    axis.set_xlabel("predicted class in F(X)")
-    axis.set_ylabel("reference class in X")
-    axis.set_title("Flip matrix (row-normalised)")
+    axis.set_xlabel("class predicted in F(X) by the segmenter")
+    axis.set_ylabel(f"class in X ({reference})")
+    axis.set_title("Semantic flips: where the pixels of each class of X end up in F(X)\n"
+                   "diagonal = kept, off the diagonal = flipped; grey rows: class absent from X",
+                   fontsize=10)
     figure.tight_layout()
     tmp_path = os.path.join(self.out_dir, f".flip_matrix.tmp-{os.getpid()}.png")
     figure.savefig(tmp_path, dpi=100)
     os.replace(tmp_path, os.path.join(self.out_dir, "flip_matrix.png"))
-    self.pictures.append("flip_matrix.png")
+    return (f"Flip matrix: row = a class in X ({reference}), column = the class the segmenter "
+            "predicts for those pixels in F(X); the colour (scale on the right, 0 to 1) is the "
+            "fraction of the row class's pixels. A bright diagonal means the classes survived "
+            "translation; bright cells off the diagonal are flips. Grey rows: classes absent "
+            "from X.")
 
-    for rank, index in enumerate(np.argsort(-per_image_flip_rate)[:self.worst_k]):
-      translated = np.asarray(translated_images[index])
-      height, width = translated.shape[:2]
-      reference = self._reference(index, height, width)
-      predicted = self.segment_fn(translated[None])[0]
-      flipped = (reference != predicted) & (reference < len(self.class_names))
-      source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
-      name = f"flips_worst_{rank}.png"
-      write_png(os.path.join(self.out_dir, name), flip_overlay(source, translated, flipped))
-      self.pictures.append(name)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 FID_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -355,18 +356,21 @@ class InceptionFeatures:
   def random_init(cls, seed: int = 0, batch_size: int = 32):
     return cls(random_fid_variables(seed), "FD_inception_random_init", batch_size)
 
-  def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+  def __call__(self, images: Sequence[np.ndarray], progress: str = "") -> np.ndarray:
     """Features of a sequence of images.
 
     Args:
       images: a sequence (list, array, random-access source) of [H, W, 3] uint8
         images; images in one batch must share H and W.
+      progress: the title of a tqdm bar over the images (ETA); "" shows none.
 
     Returns:
       [N, 2048] float32 numpy array.
     """
     features = []
     batch_size = min(self.batch_size, len(images))
+    bar = tqdm.tqdm(total=len(images), desc=progress, unit="img", disable=not progress,
+                    dynamic_ncols=True, leave=False)
     for start in range(0, len(images), batch_size):
       batch = [np.asarray(images[i]) for i in range(start, min(start + batch_size, len(images)))]
       shapes = {image.shape for image in batch}
@@ -377,4 +381,6 @@ class InceptionFeatures:
       # Pad the last batch to a full one so the jitted function compiles once.
       stacked = np.stack(batch + [batch[-1]] * (batch_size - len(batch)))
       features.append(np.asarray(self._apply(self.variables, stacked))[:len(batch)])
+      bar.update(len(batch))
+    bar.close()
     return np.concatenate(features) if features else np.zeros((0, FEATURE_DIM), np.float32)

@@ -27,28 +27,28 @@ def _format(value: float) -> str:
 
 
 def render_markdown(sections: Mapping[str, Mapping[str, float]],
-                    pictures: Mapping[str, Sequence[str]], notes: Sequence[str]) -> str:
-  """The markdown report: one table per section, then its pictures."""
+                    pictures: Mapping[str, Mapping[str, str]], notes: Sequence[str]) -> str:
+  """The markdown report: one table per section, then its pictures, each under its caption."""
   lines = ["# Translation evaluation", ""]
   lines += [f"- {note}" for note in notes]
   for section, metrics in sections.items():
     lines += ["", f"## {SECTION_TITLES.get(section, section)}", "", "| metric | value |",
               "| --- | --- |"]
     lines += [f"| {name} | {_format(value)} |" for name, value in metrics.items()]
-    for picture in pictures.get(section, ()):
-      lines += ["", f"![{picture}]({picture})"]
+    for picture, caption in pictures.get(section, {}).items():
+      lines += ["", f"*{picture}*: {caption}", "", f"![{picture}]({picture})"]
   return "\n".join(lines) + "\n"
 
 
 def write_report(out_dir: str, sections: Mapping[str, Mapping[str, float]],
-                 pictures: Mapping[str, Sequence[str]], notes: Sequence[str],
+                 pictures: Mapping[str, Mapping[str, str]], notes: Sequence[str],
                  inputs: Mapping[str, str]) -> dict:
   """Writes `out_dir/report.json` and `out_dir/report.md` (temp file + rename).
 
   Args:
     out_dir: the report folder; pictures are paths relative to it.
     sections: section name -> {metric name: value}; NaN is written as null.
-    pictures: section name -> picture file names.
+    pictures: section name -> {picture file name: caption saying what it shows}.
     notes: lines that qualify the numbers (which feature network, which segmenter).
     inputs: what was evaluated (flag name -> value).
 
@@ -63,6 +63,8 @@ def write_report(out_dir: str, sections: Mapping[str, Mapping[str, float]],
                             for name, value in metrics.items()}
                   for section, metrics in sections.items()},
       "pictures": {section: list(names) for section, names in pictures.items() if names},
+      "captions": {name: caption for names in pictures.values()
+                   for name, caption in names.items()},
   }
   _write_atomically(os.path.join(out_dir, "report.json"), json.dumps(report, indent=2) + "\n")
   _write_atomically(os.path.join(out_dir, "report.md"), render_markdown(sections, pictures, notes))

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from PIL import Image
+import tqdm
 
 IGNORE_LABEL = 255
 
@@ -108,7 +109,8 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
 def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int,
                     *, steps: int = 300, batch_size: int = 8, learning_rate: float = 3e-3,
                     image_size: tuple[int, int] | None = None, seed: int = 0,
-                    features: Sequence[int] = (16, 32, 64)) -> FlaxSegmenter:
+                    features: Sequence[int] = (16, 32, 64),
+                    progress: bool = False) -> FlaxSegmenter:
   """Trains a `SmallUNet` with Adam and pixel cross-entropy (label 255 ignored).
 
   The same arguments give the same model: batches are drawn from `seed`.
@@ -121,6 +123,7 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
     image_size: (height, width) every pair is resized to; default the first image's size.
     seed: seeds the initialisation and the batch order.
     features: U-Net widths.
+    progress: tqdm bars over reading the pairs and over the steps (ETA).
 
   Returns:
     The trained segmenter.
@@ -129,8 +132,12 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
     raise ValueError(f"Need as many label maps as images (>0); got {len(images)} images "
                      f"and {len(labels)} label maps.")
   height, width = image_size or np.asarray(images[0]).shape[:2]
-  image_array = np.stack([resize_image(np.asarray(image), height, width) for image in images])
-  label_array = np.stack([resize_labels(np.asarray(label), height, width) for label in labels])
+  reading = tqdm.trange(len(images), desc="segmenter: reading images and labels", unit="img",
+                        disable=not progress, dynamic_ncols=True, leave=False)
+  pairs = [(resize_image(np.asarray(images[i]), height, width),
+            resize_labels(np.asarray(labels[i]), height, width)) for i in reading]
+  image_array = np.stack([image for image, _ in pairs])
+  label_array = np.stack([label for _, label in pairs])
   invalid = (label_array >= num_classes) & (label_array != IGNORE_LABEL)
   if invalid.any():
     raise ValueError(f"Label map {int(np.argmax(invalid.any(axis=(1, 2))))} has class ids >= "
@@ -154,7 +161,8 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
   opt_state = optimizer.init(params)
   batch_size = min(batch_size, len(image_array))
   rng = np.random.RandomState(seed)
-  for _ in range(steps):
+  for _ in tqdm.trange(steps, desc="segmenter: training", unit="step", disable=not progress,
+                       dynamic_ncols=True, leave=False):
     indices = rng.choice(len(image_array), batch_size, replace=False)
     params, opt_state = train_step(params, opt_state, image_array[indices], label_array[indices])
   return FlaxSegmenter(num_classes, jax.device_get(params), features)

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import tqdm
 
 from i2i_jax.metrics import segmenter as segmenter_lib
 
@@ -60,15 +61,17 @@ class SemanticConsistencyEvaluator:
   """mIoU, pixel accuracy and per-class IoU of seg(F(X)) against X's labels."""
 
   def __init__(self, segment_fn: SegmentFn, source_labels: Sequence[np.ndarray],
-               class_names: Sequence[str] = CITYSCAPES_CLASSES):
+               class_names: Sequence[str] = CITYSCAPES_CLASSES, progress: bool = False):
     """Args:
       segment_fn: [B, H, W, 3] uint8 -> [B, H, W] int32 (see `segmenter.py`).
       source_labels: sequence of [H, W] uint8 label maps of X (255 = ignore).
       class_names: one name per class id.
+      progress: a tqdm bar over the images (ETA).
     """
     self.segment_fn = segment_fn
     self.source_labels = source_labels
     self.class_names = tuple(class_names)
+    self.progress = progress
 
   def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
     """Returns {"mIoU", "pixel_accuracy", "IoU/<class>" for classes present}."""
@@ -77,8 +80,10 @@ class SemanticConsistencyEvaluator:
                        f"{len(self.source_labels)} label maps.")
     num_classes = len(self.class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    for image, labels in zip(translated_images, self.source_labels):
-      image = np.asarray(image)
+    for index in tqdm.trange(len(translated_images), desc="semantic: segmenting", unit="img",
+                             disable=not self.progress, dynamic_ncols=True, leave=False):
+      image = np.asarray(translated_images[index])
+      labels = self.source_labels[index]
       predicted = self.segment_fn(image[None])[0]
       labels = segmenter_lib.resize_labels(np.asarray(labels), *image.shape[:2])
       confusion += confusion_matrix(labels, predicted, num_classes)
