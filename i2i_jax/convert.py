@@ -340,17 +340,37 @@ def import_official_checkpoint(state_dict: StateDict, config: ml_collections.Con
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  from i2i_jax import checkpoint, training  # pylint: disable=g-import-not-at-top
+  from i2i_jax import checkpoint, cli, training  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
   checkpoint.quiet_orbax_logs()
   config = _CONFIG.value
-  state_dict = load_torch_file(_CHECKPOINT.value)
-  variables = import_official_checkpoint(state_dict, config, _VGG.value == "checkpoint")
+  existing = checkpoint.checkpoint_dir(_WORKDIR.value)
+  if existing.exists() and any(existing.iterdir()):
+    # Never mix an imported step 0 into a run (or another import): its keep policy
+    # could delete the run's own checkpoints, and resuming would be ambiguous.
+    raise cli.UsageError(f"--workdir={_WORKDIR.value} already holds checkpoints in "
+                         f"{existing}; import into a new, empty --workdir")
+  try:
+    state_dict = load_torch_file(_CHECKPOINT.value)
+  except (FileNotFoundError, ImportError) as e:
+    raise cli.UsageError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except
+    # torch raises RuntimeError, UnpicklingError, ... for a file that is not a checkpoint.
+    raise cli.UsageError(f"--checkpoint={_CHECKPOINT.value} cannot be read as a PyTorch "
+                         f"checkpoint: {type(e).__name__}: {e}") from e
+  try:
+    variables = import_official_checkpoint(state_dict, config, _VGG.value == "checkpoint")
+  except (ConversionError, FileNotFoundError, RuntimeError, ValueError) as e:
+    raise cli.UsageError(f"--checkpoint={_CHECKPOINT.value}: {e}") from e
   fns = training.make_step_functions(config)
   state = training.create_train_state(fns, jax.tree.map(jnp.asarray, variables))
-  manager = checkpoint.make_manager(_WORKDIR.value, config.checkpoint)
-  checkpoint.save(manager, 0, state, None, config, force=True)
-  manager.wait_until_finished()
+  try:
+    manager = checkpoint.make_manager(_WORKDIR.value, config.checkpoint)
+    checkpoint.save(manager, 0, state, None, config, force=True)
+    manager.wait_until_finished()
+  except OSError as e:
+    raise cli.RunError(f"--workdir={_WORKDIR.value}: cannot write the checkpoint: {e}") from e
   print(f"wrote {checkpoint.checkpoint_dir(_WORKDIR.value)}/0 from {_CHECKPOINT.value} "
         "(optimizer states start fresh)")
 
@@ -358,15 +378,17 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   # Flags are defined only when run as a program, so that importing the
   # converter (train and translate do) does not claim --config or --workdir.
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from i2i_jax import cli  # pylint: disable=g-import-not-at-top
 
   _CHECKPOINT = flags.DEFINE_string(
       "checkpoint", None, "Official VSAIT Lightning checkpoint (.ckpt) to import.",
       required=True)
   _WORKDIR = flags.DEFINE_string(
-      "workdir", None, "Directory to write the Orbax checkpoint to (a workdir that "
-      "`i2i_jax.translate --workdir` and `i2i_jax.train --workdir` accept).", required=True)
+      "workdir", None, "A new directory to write the Orbax checkpoint to (a workdir that "
+      "`i2i_jax.translate --workdir` and `i2i_jax.train --workdir` accept); one that "
+      "already holds checkpoints is refused.", required=True)
   _VGG = flags.DEFINE_enum(
       "vgg", "checkpoint", ["checkpoint", "config"],
       "Take the VGG19 weights from the checkpoint's feature extractor, or from "
@@ -374,4 +396,4 @@ if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file(
       "config", "configs/vsait.py",
       "Config whose `model` block matches the checkpoint's architecture.")
-  app.run(main)
+  cli.run(main)

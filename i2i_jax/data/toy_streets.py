@@ -21,6 +21,7 @@ which writes DIR/<style>/images/00000.png and DIR/<style>/labels/00000.png.
 """
 
 import argparse
+import io
 import os
 import sys
 
@@ -299,9 +300,26 @@ def render(seed: int, style: str, height: int = 256, width: int = 512):
 
 
 def _write_png(array: np.ndarray, path: str):
-  """Writes a PNG atomically: a half-written file never has the final name."""
+  """Writes a PNG atomically: a half-written file never has the final name.
+
+  A file already at `path` is kept when it holds exactly these bytes (a rerun of
+  the same command) and refused otherwise: the writer never replaces a file it
+  did not write.
+
+  Raises:
+    FileExistsError: naming the file that differs.
+  """
+  encoded = io.BytesIO()
+  Image.fromarray(array).save(encoded, format="PNG")
+  if os.path.lexists(path):
+    with open(path, "rb") as existing:
+      if existing.read() == encoded.getvalue():
+        return
+    raise FileExistsError(f"toy_streets: {path} exists and differs from the scene it would "
+                          "write; choose an empty --out (existing files are never replaced)")
   tmp = f"{path}.tmp{os.getpid()}"
-  Image.fromarray(array).save(tmp, format="PNG")
+  with open(tmp, "wb") as f:
+    f.write(encoded.getvalue())
   os.replace(tmp, path)
 
 
@@ -331,7 +349,10 @@ def main(argv=None):
   parser.add_argument("--height", type=int, default=256)
   parser.add_argument("--width", type=int, default=512)
   args = parser.parse_args(argv)
-  write_folder(args.out, args.n, args.style, args.split, args.height, args.width)
+  try:
+    write_folder(args.out, args.n, args.style, args.split, args.height, args.width)
+  except (OSError, ValueError) as e:
+    parser.error(str(e))  # one line, exit 2
   print(f"wrote {args.n} scenes per style to {args.out}", file=sys.stderr)
 
 

@@ -9,6 +9,7 @@ and read it in a config as `tfds:NAME[:SPLIT]`. TensorFlow is not needed.
 """
 
 import argparse
+import os
 
 import tensorflow_datasets as tfds
 
@@ -24,8 +25,16 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None):
 
   Returns:
     The prepared tfds builder.
+  Raises:
+    ValueError: data_dir would put the prepared files inside manual_dir.
   """
   builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  output, manual = (os.path.realpath(p) for p in (os.fspath(builder.data_dir), manual_dir))
+  if output == manual or output.startswith(manual.rstrip(os.sep) + os.sep):
+    # The builders list every folder under manual_dir: they would read their own
+    # output back as data.
+    raise ValueError(f"data_dir {data_dir!r} puts {name} inside manual_dir {manual_dir!r}; "
+                     "choose a --data_dir outside the manual folder")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
@@ -39,5 +48,10 @@ def main(argv=None):
   parser.add_argument("--data_dir", default=None,
                       help="where to store it (default: TFDS's, $TFDS_DATA_DIR)")
   args = parser.parse_args(argv)
-  builder = prepare(args.name, args.manual_dir, args.data_dir)
+  if not os.path.isdir(args.manual_dir):
+    parser.error(f"manual_dir {args.manual_dir!r} is not a directory")
+  try:
+    builder = prepare(args.name, args.manual_dir, args.data_dir)
+  except (OSError, ValueError, tfds.core.registered.DatasetNotFoundError) as e:
+    parser.error(f"{type(e).__name__}: {e}".splitlines()[0])  # one line, exit 2
   print(builder.info)
