@@ -90,12 +90,19 @@ class Fixture:
   def state_dict(self, prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in self.data.items() if k.startswith(prefix)}
 
-  def variables(self, dtype) -> dict[str, Any]:
-    """All networks' variables from the fixture, cast to `dtype`."""
+  def variables(self, dtype, after_step: bool = False) -> dict[str, Any]:
+    """All networks' variables from the fixture, cast to `dtype`.
+
+    With `after_step`, the trained parameters are the reference's float64
+    `params_after_step/*` (fixed buffers as in `params/*`).
+    """
     modules = vsait.build_modules(self.config.model, dtype)
     shapes = jax.eval_shape(
         lambda: vsait.init_variables(modules, jax.random.key(0), tuple(self.cfg["image_hw"])))
-    variables = convert.convert_state_dict(self.state_dict("params/"), self.names, shapes)
+    state_dict = self.state_dict("params/")
+    if after_step:
+      state_dict.update(self.state_dict("params_after_step/"))
+    variables = convert.convert_state_dict(state_dict, self.names, shapes)
     variables["vgg"] = convert.convert_state_dict(
         vgg_state_dict(), list(convert.vgg_names()), shapes)["vgg"]
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), variables)
@@ -151,10 +158,15 @@ def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:
   for name, value in fixture.torch_layout(g_grads, [n[len("grads_g/"):] for n in g_names]).items():
     results[f"grads_g/{name}"] = value
 
-  # The D step sees the generator and map network after the G update.
+  # The D step sees the generator and map network after the G update. In float32
+  # that update's Adam signs are random where a gradient is below its float32
+  # noise (fixture README, rule 2's exception), so the float32 D step starts from
+  # the reference's float64 updated generator and map network instead of ours.
   state = training.create_train_state(fns, variables)
   new_state, _ = jax.jit(training.train_step, static_argnums=2)(state, batch, fns)
-  after_g = {**new_state.variables, "discriminator": variables["discriminator"]}
+  updated = (new_state.variables if jnp.dtype(dtype) == jnp.float64
+             else fixture.variables(dtype, after_step=True))
+  after_g = {**updated, "discriminator": variables["discriminator"]}
   d_inputs = jax.jit(training.discriminator_inputs, static_argnums=4)(
       after_g, batch["source"], batch["target"], outputs["hv_source"], fns)
   (d_total, d_outputs), d_grads = jax.jit(

@@ -62,7 +62,11 @@ def test_float64_matches_reference(fixture, ours64):
 
 
 def test_float32_matches_reference(fixture, ours32):
-  """Rule 2: float32 outputs, losses and gradients within 10x the reference's own float32 noise."""
+  """Rule 2: float32 outputs, losses and gradients within 10x the reference's own float32 noise.
+
+  The D-step quantities come from a D step that starts at the reference's float64
+  updated generator and map network (rule 2's exception, see `rf.run_ours`).
+  """
   keys = [k for k in rf.result_keys(fixture) if not k.startswith("params_after_step/")]
   failures = _errors(ours32, fixture, keys, rf.float32_tolerance)
   assert not failures, "\n".join(failures)
