@@ -1,5 +1,6 @@
 """toy_streets: determinism, a real domain gap, matching label distributions."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -92,3 +93,68 @@ def test_colorize_uses_the_cityscapes_palette():
   np.testing.assert_array_equal(colors[0, 0], (128, 64, 128))
   np.testing.assert_array_equal(colors[0, 1], (0, 0, 142))
   np.testing.assert_array_equal(colors[1, 1], (0, 0, 0))
+
+
+# sha256 of image bytes + label bytes of today's "sim" and "real" renders, taken
+# before the detail and mismatch worlds were added: the demo model, its README
+# figures and the tests were made with these scenes, so they must never change.
+_LEGACY_RENDER_SHA256 = {
+  ("sim", 0, 64, 128):
+      "cb100a78d221e4cab1b45f3e88e66f54945f1c188fcbfc3bfa519312263d9386",
+  ("sim", 0, 128, 256):
+      "3fbf88fd5d4fdb4a6d306832d4a21281e6bb58db237a883c4b60682c025a17d1",
+  ("sim", 0, 256, 512):
+      "a0d44671138ceb0afdc9de8d150f7bbd6e369133025024e8efedd68e29543ddf",
+  ("sim", 7, 64, 128):
+      "97c1001c0ba4b9a10010de4cc377fe983ebab2309eaa1c34b13e36b9775fa6e2",
+  ("sim", 7, 128, 256):
+      "397de4e0ac4094fdd230da4bee81f7108f6d9ab3954ddfe74fa01efc21ffa6cd",
+  ("sim", 7, 256, 512):
+      "5a9e474a0a1d3a0583cbc7ff685218a4ca6630b6b6bdc079d4e346766b18569a",
+  ("sim", 1000003, 64, 128):
+      "e650f65f8fd3eb0a295ea46b2c6e7a78780d0fad009a7ad8d883f8a2a437c347",
+  ("sim", 1000003, 128, 256):
+      "760c715b4c5f3abb78c99213a20f7e7d3a61615069641440aebcb5d38f46ef8c",
+  ("sim", 1000003, 256, 512):
+      "8f91c26b73c0553610ca3ae23ed3eebcba489e79944b5fe7b5d872f0077ab66a",
+  ("sim", 2000011, 64, 128):
+      "f59548c50ecb4e357b372c45b5667e7567c6290d59a90c4e1a6625b5ee04831e",
+  ("sim", 2000011, 128, 256):
+      "dce059c39c8b3b3451f023681cd3a7a000bc02490f71c5142a9acc6fb75d56cd",
+  ("sim", 2000011, 256, 512):
+      "28a2ca49f9a3a6986e1db70397479c9bd5bbf9f609debe60d974d9dd90f5e474",
+  ("real", 0, 64, 128):
+      "ddad33e415b0a7aeba5ff8cdfc1872c16e177e882614d9b6e605c2f1128c7a3c",
+  ("real", 0, 128, 256):
+      "d1174c24c8a32de1b7711cbad7e71bae30d2d9063eadee6e212f074a1b5ca0d2",
+  ("real", 0, 256, 512):
+      "b1cf82d7c03eecdc97e3e42b2df825822c13f853b70aaf09c47d4d096ad57fe7",
+  ("real", 7, 64, 128):
+      "7ccd99fb9094b374e519c0606d7ea3fef9a16d3f1e5d49a8ca9c79f44a16debc",
+  ("real", 7, 128, 256):
+      "d5710c25802e3b314d8976aecb2d77e3351a5660733a01607a5c514a7930da3b",
+  ("real", 7, 256, 512):
+      "020690e2bfc0f15361e762f820ae1fd85674c6d3c65e2d960a9991ea5689a5d8",
+  ("real", 1000003, 64, 128):
+      "bacf547e0162d23657042c3e6fa613ab0e1f7153989d0942b570b5a0625bdcd4",
+  ("real", 1000003, 128, 256):
+      "6684906d8b12744396b6b060aaa090021f95f01f3a42140b1e9801c6f87240d0",
+  ("real", 1000003, 256, 512):
+      "9fe9443add79338bbc88a1f1248d0272accc6b4d66072b471873e02338b01247",
+  ("real", 2000011, 64, 128):
+      "54399c2731172e20187ea070660804070521f8911539b5079a5c7c47cc2a5ec2",
+  ("real", 2000011, 128, 256):
+      "0b79414a6c7022fd049c1b84a807dfd21b29f4074ff6853b52fa43f138f18a35",
+  ("real", 2000011, 256, 512):
+      "26a8655eb4f56aa2187b5ac75eaaac08fe8f54aac45218f99e1f3d20611c7417",
+}
+
+
+def test_sim_and_real_renders_are_bit_identical_to_the_recorded_ones():
+  changed = []
+  for (style, seed, height, width), expected in _LEGACY_RENDER_SHA256.items():
+    image, label = toy_streets.render(seed, style, height, width)
+    found = hashlib.sha256(image.tobytes() + label.tobytes()).hexdigest()
+    if found != expected:
+      changed.append((style, seed, height, width))
+  assert not changed, f"renders changed for (style, seed, height, width) {changed}"
