@@ -1,5 +1,9 @@
 """Sources named by config strings, over real files written to tmp_path."""
 
+import os
+import struct
+import zlib
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -107,3 +111,77 @@ def test_unknown_specs_are_errors_that_name_them():
     sources.open_source("toy_streets:watercolour")
   with pytest.raises(ValueError, match="label folder"):
     sources.open_source("toy_streets:sim", labels="/some/labels")
+
+
+def _write_png_16_bit_rgb(path, array):
+  """A 16-bit-per-sample RGB PNG (Pillow cannot write one): [H, W, 3] uint16."""
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data +
+            struct.pack(">I", zlib.crc32(kind + data)))
+  height, width, _ = array.shape
+  rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" +
+                   chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)) +
+                   chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_grey_png_decodes_to_its_gradient_not_white(tmp_path):
+  gradient = np.linspace(256, 65535, 6 * 8).astype(np.uint16).reshape(6, 8)
+  _save(tmp_path / "depth16.png", gradient)
+  image = sources.decode_image(tmp_path / "depth16.png")
+  assert image.dtype == np.uint8 and image.shape == (6, 8, 3)
+  np.testing.assert_array_equal(image, np.repeat((gradient >> 8)[..., None], 3, -1))
+  # 16-bit RGB (which Pillow reads itself) gives the same 8 bits.
+  _write_png_16_bit_rgb(tmp_path / "rgb16.png", np.repeat(gradient[..., None], 3, -1))
+  np.testing.assert_array_equal(sources.decode_image(tmp_path / "rgb16.png"), image)
+
+
+def test_every_png_and_jpeg_mode_decodes_to_rgb_or_is_refused_by_name(tmp_path):
+  grey = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+  colour = np.stack([grey, 255 - grey, np.full_like(grey, 90)], -1)
+  Image.fromarray(grey > 100).save(tmp_path / "bits.png")
+  Image.fromarray(np.stack([grey, np.full_like(grey, 7)], -1), "LA").save(
+      tmp_path / "grey_alpha.png")
+  Image.fromarray(np.dstack([colour, np.full_like(grey, 0)])).save(
+      tmp_path / "rgba_clear.png")
+  palette = Image.fromarray(colour).quantize(16)
+  palette.save(tmp_path / "palette_transparent.png", transparency=3)
+  Image.fromarray(colour).convert("CMYK").save(tmp_path / "print.jpg", quality=100)
+  Image.fromarray(grey.astype(np.int32) * 1000).save(tmp_path / "int32.png", format="TIFF")
+  Image.fromarray(grey / 255.0).save(tmp_path / "float.png", format="TIFF")
+
+  source = sources.open_source(f"folder:{tmp_path}")
+  records = {source[i]["relpath"]: source[i] for i in range(len(source))}
+  for relpath, record in records.items():
+    if not sources.is_bad(record):
+      assert record["image"].shape == (6, 8, 3), relpath
+      assert record["image"].dtype == np.uint8, relpath
+  np.testing.assert_array_equal(records["bits.png"]["image"][..., 0],
+                                np.where(grey > 100, 255, 0))
+  np.testing.assert_array_equal(records["grey_alpha.png"]["image"][..., 1], grey)
+  np.testing.assert_array_equal(records["rgba_clear.png"]["image"], colour)
+  np.testing.assert_array_equal(records["palette_transparent.png"]["image"],
+                                np.asarray(palette.convert("RGB")))
+  assert np.abs(records["print.jpg"]["image"].astype(int) - colour).max() < 8
+  assert "mode I " in records["int32.png"][sources.ERROR_KEY]
+  assert "mode F " in records["float.png"][sources.ERROR_KEY]
+
+
+def test_symlink_loop_and_folder_named_like_an_image_list_each_image_once(tmp_path):
+  _save(tmp_path / "a" / "x.png", _image(1))
+  _save(tmp_path / "looks_like.png" / "y.png", _image(2))
+  (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+  source = sources.open_source(f"folder:{tmp_path}")
+  assert source.files == ("a/x.png", "looks_like.png/y.png")
+
+
+def test_canonical_spec_is_equal_for_specs_of_the_same_data(tmp_path):
+  (tmp_path / "data").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+  same = {sources.canonical_spec(spec) for spec in (
+      f"folder:{tmp_path}/data", f"folder:{tmp_path}/data/",
+      f"folder:{tmp_path}/link", f"folder:{tmp_path}/data/../data")}
+  assert same == {f"folder:{os.path.realpath(tmp_path / 'data')}"}
+  assert (sources.canonical_spec("toy_streets:sim") ==
+          sources.canonical_spec("toy_streets:sim:train") != "toy_streets:sim:val")
+  assert sources.canonical_spec("tfds:gta5") == "tfds:gta5:train"

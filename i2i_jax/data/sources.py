@@ -13,9 +13,10 @@ Every source has `len()` and `[index]`, which returns a record
 
 `relpath` names the record relative to the source root ("a/b/img.png"); for
 TFDS and toy_streets it is the example's id. Images are decoded lazily, in
-`[index]`: a file that cannot be read (truncated, zero bytes, not an image) or a
-label whose size differs from its image gives `{"relpath": ..., "error": why}`
-instead, which the pipeline skips and counts (see `pipeline.py`).
+`[index]`: a file that cannot be read (truncated, zero bytes, not an image, or
+pixels with no 8-bit meaning, see `decode_image`) or a label whose size differs
+from its image gives `{"relpath": ..., "error": why}` instead, which the
+pipeline skips and counts (see `pipeline.py`).
 """
 
 import io
@@ -36,9 +37,40 @@ def is_bad(record: dict[str, Any]) -> bool:
   return ERROR_KEY in record
 
 
+def bad_record(relpath: str, why: str) -> dict[str, Any]:
+  """The placeholder for input `relpath` that cannot be used, and why."""
+  return {"relpath": relpath, ERROR_KEY: why}
+
+
+def _is_16_bit_grey(image: Image.Image) -> bool:
+  # 16-bit greyscale PNGs open as I;16, or as I in older Pillow.
+  return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
+
+
 def decode_image(data_or_path) -> np.ndarray:
-  """Decodes an image file (path or encoded bytes) to [H, W, 3] uint8 RGB."""
+  """Decodes an image file (path or encoded bytes) to [H, W, 3] uint8 RGB.
+
+  Every mode a PNG or JPEG holds becomes what it shows. 16-bit samples keep
+  their top 8 bits (v >> 8), as Pillow does for 16-bit RGB(A) PNGs; Pillow's
+  own conversion would clip 16-bit grey to white. Alpha is dropped, as the
+  reference's `convert("RGB")` drops it; palette, 1-bit, grey, CMYK and YCbCr
+  are converted by Pillow.
+
+  Raises:
+    ValueError: naming the mode, for 32-bit integer or float pixels (a TIFF
+      named .png, say): they have no agreed 8-bit range, and Pillow would
+      clip them to white or black.
+  """
   with Image.open(data_or_path) as image:
+    if _is_16_bit_grey(image):
+      grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode in ("I", "F"):
+      raise ValueError(f"image mode {image.mode} ({image.format} with 32-bit "
+                       f"{'integer' if image.mode == 'I' else 'float'} pixels) "
+                       "has no 8-bit range; save it as an 8- or 16-bit PNG")
+    if image.mode == "P" and "transparency" in image.info:
+      image = image.convert("RGBA")  # what Pillow asks for before dropping alpha
     return np.asarray(image.convert("RGB"))
 
 
@@ -72,13 +104,23 @@ def _read(relpath: str, image_source, label_source=None) -> dict[str, Any]:
   except Exception as e:  # pylint: disable=broad-except
     # One bad file among 100k must not stop training: PIL raises OSError,
     # SyntaxError, ValueError, DecompressionBombError... for broken files.
-    return {"relpath": relpath, ERROR_KEY: f"{type(e).__name__}: {e}"}
+    return bad_record(relpath, f"{type(e).__name__}: {e}")
 
 
 def _list_images(root: str) -> list[str]:
-  """Relative paths of the image files under root, sorted."""
-  found = []
+  """Relative paths of the image files under root, sorted.
+
+  Symlinked folders are followed (data sets are often linked in), each real
+  folder once: a link back up the tree would otherwise list the same files
+  again under ever longer paths, and two such links never end.
+  """
+  found, seen_folders = [], set()
   for directory, subdirs, names in os.walk(root, followlinks=True):
+    folder = os.stat(directory)
+    if (folder.st_dev, folder.st_ino) in seen_folders:
+      subdirs.clear()
+      continue
+    seen_folders.add((folder.st_dev, folder.st_ino))
     subdirs.sort()
     for name in names:
       if name.lower().endswith(IMAGE_EXTENSIONS):
@@ -129,8 +171,7 @@ class FolderSource:
       return _read(relpath, os.path.join(self.root, relpath))
     label = self.label_path(relpath)
     if label is None:
-      return {"relpath": relpath,
-              ERROR_KEY: f"no label for it under {self.label_root!r}"}
+      return bad_record(relpath, f"no label for it under {self.label_root!r}")
     return _read(relpath, os.path.join(self.root, relpath), label)
 
   def __repr__(self) -> str:
@@ -200,6 +241,23 @@ class ToyStreetsSource:
 
   def __repr__(self) -> str:
     return f"ToyStreetsSource({self.style!r}, {self.split!r}, n={len(self)})"
+
+
+def canonical_spec(spec: str) -> str:
+  """`spec` written so that two specs of the same data are equal strings.
+
+  Folder paths are resolved (symlinks, "..", a trailing "/"), default splits
+  spelled out: "folder:data/./a/" -> "folder:/abs/data/a",
+  "toy_streets:sim" -> "toy_streets:sim:train". Unknown specs come back as
+  they are (`open_source` names them).
+  """
+  kind, _, rest = spec.partition(":")
+  if kind == "folder" and rest:
+    return f"folder:{os.path.realpath(rest)}"
+  if kind in ("tfds", "toy_streets") and rest:
+    name, _, split = rest.partition(":")
+    return f"{kind}:{name}:{split or 'train'}"
+  return spec
 
 
 def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None):
