@@ -1,4 +1,10 @@
-"""Orbax checkpoints of a run: round trip, keep policies, loading the generator."""
+"""Orbax checkpoints of a run: round trip, keep policies, loading the generator.
+
+Damage is real: a file of a saved checkpoint cut short, as a full disk or an
+interrupted copy leaves it.
+"""
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -75,3 +81,73 @@ def test_load_generator_names_the_missing_directory(tmp_path):
   (tmp_path / "checkpoints").mkdir()
   with pytest.raises(FileNotFoundError, match="no checkpoint in"):
     checkpoint.load_generator(tmp_path)
+
+
+def _save_steps(workdir, config, state, steps):
+  manager = checkpoint.make_manager(workdir, config.checkpoint)
+  for step in steps:
+    checkpoint.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)), None,
+                    config, force=True)
+  manager.wait_until_finished()
+  return manager
+
+
+def _truncate_largest_file(step_dir):
+  """Cuts the largest array file of a saved state to 1000 bytes."""
+  largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(1000)
+
+
+def test_load_generator_falls_back_past_a_damaged_checkpoint(tmp_path, config, state, caplog):
+  _save_steps(tmp_path, config, state, [2, 4]).close()
+  _truncate_largest_file(tmp_path / "checkpoints" / "4")
+  with caplog.at_level(logging.WARNING):
+    loaded = checkpoint.load_generator(tmp_path)
+  assert loaded.step == 2
+  assert f"{tmp_path / 'checkpoints' / '4'} cannot be read" in caplog.text
+  assert "move" in caplog.text and "damaged_checkpoints" in caplog.text
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]  # read only
+  # A damaged step asked for by name is an error naming it, not a fallback.
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"checkpoints/4 cannot be read"):
+    checkpoint.load_generator(tmp_path, step=4)
+  _truncate_largest_file(tmp_path / "checkpoints" / "2")
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"no checkpoint in .* can be read"):
+    checkpoint.load_generator(tmp_path)
+
+
+def test_resume_sets_a_damaged_checkpoint_aside_and_keeps_the_intact_one(tmp_path, config, state):
+  """The keep policy must not delete the fallback because a damaged step counts as newer."""
+  config = config.copy_and_resolve_references()
+  config.checkpoint.keep = 2
+  _save_steps(tmp_path, config, state, [2, 4]).close()
+  _truncate_largest_file(tmp_path / "checkpoints" / "4")
+  manager = checkpoint.make_manager(tmp_path, config.checkpoint)
+  restored = checkpoint.restore(manager, state, None, config=config, set_aside_damaged=True)
+  assert int(restored.step) == 2
+  assert (tmp_path / "damaged_checkpoints" / "4" / "state").is_dir()  # kept, not deleted
+  checkpoint.save(manager, 3, restored, None, config, force=True)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [2, 3]
+  checkpoint.save(manager, 4, restored, None, config, force=True)  # no clash with the damaged 4
+  manager.wait_until_finished()
+  assert manager.all_steps() == [3, 4]
+
+
+def test_restore_refuses_another_model_config_but_not_other_settings(tmp_path, config, state):
+  _save_steps(tmp_path, config, state, [2]).close()
+  manager = checkpoint.make_manager(tmp_path, read_only=True)
+  other_model = config.copy_and_resolve_references()
+  other_model.model.res_channels = 16
+  other_model.model.lsh_kernel_sizes = (8, 8, 4, 2, 1)
+  with pytest.raises(checkpoint.ConfigMismatchError,
+                     match=r"model.lsh_kernel_sizes=\[16, 8, 4, 2, 1\] there, \[8, 8, 4, 2, 1\] now; "
+                           r"model.res_channels=8 there, 16 now.*another --workdir"):
+    checkpoint.restore(manager, state, None, config=other_model)
+  extended = config.copy_and_resolve_references()
+  extended.total_steps = 10 * config.total_steps
+  extended.log_every_steps = 7
+  extended.data.source = "folder:elsewhere"
+  extended.optimizer.g.learning_rate = 1e-5
+  assert int(checkpoint.restore(manager, state, None, config=extended).step) == 2
