@@ -243,3 +243,56 @@ def test_resize_is_nearest_for_labels():
   resized = preprocess.parse("resize(37,51)")[0].map(record)
   assert resized["label"].shape == (37, 51)
   assert set(np.unique(resized["label"])) <= set(np.unique(label))
+
+
+def _warnings_naming(caplog, name):
+  return [m for m in caplog.messages if name in m and "skipped" in m]
+
+
+def test_image_smaller_than_the_crop_is_skipped_counted_and_named_once(folders, caplog):
+  tiny = np.zeros((20, 20, 3), np.uint8)
+  Image.fromarray(tiny).save(folders / "source" / "tiny 20x20.png")
+  records, epoch_size = pipeline.make_domain_dataset(
+      f"folder:{folders / 'source'}", preprocess_spec="random_crop(32,32)", seed=0)
+  assert epoch_size == 11
+  iterator = iter(records)
+  three_epochs = [next(iterator) for _ in range(30)]
+  assert sum(r["skipped"] for r in three_epochs) == 3
+  assert all(r["image"].shape == (32, 32, 3) for r in three_epochs)
+  named = _warnings_naming(caplog, "'tiny 20x20.png'")
+  assert len(named) == 1 and "20x20" in named[0] and "random_crop(32,32)" in named[0]
+
+
+def test_each_bad_file_is_named_once_however_many_epochs(folders, caplog):
+  _truncate(os.path.join(str(folders / "source"), "part1", "img003.png"))
+  train = pipeline.make_train_iterator(_config(folders), seed=0,
+                                       process_index=0, process_count=1)
+  _take(train, 10)  # 40 source records: four epochs
+  assert train.skipped == {"source": 4, "target": 0}
+  assert len(_warnings_naming(caplog, "part1/img003.png")) == 1
+
+
+def test_source_and_target_of_the_same_data_are_warned_about(folders, caplog):
+  def warnings_for(**overrides):
+    caplog.clear()
+    pipeline.make_train_iterator(_config(folders, **overrides), seed=0,
+                                 process_index=0, process_count=1)
+    return [m for m in caplog.messages if "data.target" in m]
+
+  assert not warnings_for()
+  (folders / "link").symlink_to(folders / "source", target_is_directory=True)
+  for target in (f"folder:{folders / 'source'}", f"folder:{folders / 'source'}/",
+                 f"folder:{folders / 'link'}"):
+    (message,) = warnings_for(target=target)
+    assert "same data" in message and str(folders / "source") in message
+  (message,) = warnings_for(source=f"folder:{folders}")
+  assert "inside" in message
+
+
+def test_images_of_different_sizes_without_resize_name_the_files(folders):
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folders / "source" / "odd.png")
+  train = pipeline.make_train_iterator(
+      _config(folders, preprocess="value_range(-1,1)", batch_size=11), seed=0,
+      process_index=0, process_count=1)
+  with pytest.raises(ValueError, match=r"'odd.png' 20x30x3.*data.preprocess"):
+    next(train)

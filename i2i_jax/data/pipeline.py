@@ -15,8 +15,9 @@ global batch is the same for any number of hosts), decoded and preprocessed in
 two are zipped and, with `data.worker_count > 0`, run in that many worker
 processes. Everything is deterministic given the seeds and the worker count.
 
-Bad inputs (see `sources.py`) are dropped, each with a warning naming the file,
-and counted. The count travels with the batches out of the worker processes;
+Bad inputs (see `sources.py`; and images smaller than a crop, see
+`preprocess.py`) are dropped and counted; a warning names each file the first
+time it comes round (once per process: with grain workers, once per worker). The count travels with the batches out of the worker processes;
 the returned iterator keeps the totals, logs a summary line whenever a domain
 completes an epoch, and gives it on demand:
 
@@ -34,6 +35,7 @@ Worker processes (data.worker_count > 0) need absl flags parsed, as
 `absl.flags.FLAGS.mark_as_parsed()` first.
 """
 
+import os
 from typing import Any
 
 from absl import logging
@@ -49,10 +51,12 @@ DOMAINS = ("source", "target")
 
 
 class _DropBadRecords(grain.IterDataset):
-  """Drops records the source could not read; logs and counts them.
+  """Drops records the source could not read; names and counts them.
 
   Each good record gets `"skipped"`: how many bad ones were dropped right
   before it, so that the count reaches the main process with the batches.
+  Each bad file is named in a warning the first time it comes round; later
+  epochs count it again but do not repeat the warning.
   """
 
   def __init__(self, parent: grain.IterDataset, name: str, max_consecutive: int):
@@ -68,10 +72,14 @@ class _DropBadRecords(grain.IterDataset):
 
 
 class _DropBadRecordsIterator(grain.DatasetIterator):
+  """See `_DropBadRecords`. The files already named are remembered per
+  iterator, so per process: each grain worker process names a bad file once.
+  """
 
   def __init__(self, parent, name, max_consecutive):
     super().__init__(parent)
     self._name, self._max_consecutive = name, max_consecutive
+    self._named = set()
 
   def __next__(self):
     skipped = 0
@@ -82,12 +90,15 @@ class _DropBadRecordsIterator(grain.DatasetIterator):
         record[_SKIPPED_KEY] = skipped
         return record
       skipped += 1
-      logging.warning("input pipeline: %s: skipped %r: %s", self._name,
-                      record["relpath"], record[sources.ERROR_KEY])
+      relpath, why = record["relpath"], record[sources.ERROR_KEY]
+      if relpath not in self._named:
+        self._named.add(relpath)
+        logging.warning("input pipeline: %s: skipped %r: %s (named once, "
+                        "counted every epoch)", self._name, relpath, why)
       if skipped > self._max_consecutive:
         raise RuntimeError(
             f"input pipeline: {self._name}: {skipped} consecutive records could "
-            "not be read (see the warnings above); is every file broken?")
+            f"not be read, the last {relpath!r}: {why}; is every file unusable?")
 
   def get_state(self):
     return self._parent.get_state()
@@ -237,6 +248,12 @@ def _drop_label(record):
 
 
 def _batch_domain(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+  sizes = {record["image"].shape: record["relpath"] for record in records}
+  if len(sizes) > 1:
+    found = ", ".join(f"{relpath!r} {'x'.join(map(str, shape))}"
+                      for shape, relpath in sizes.items())
+    raise ValueError(f"input pipeline: images of one batch differ in size ({found}); "
+                     "data.preprocess needs a resize(h,w) or a crop to one size")
   batch = {"image": np.stack([r["image"] for r in records]),
            _SKIPPED_KEY: np.array([r[_SKIPPED_KEY] for r in records], np.int32)}
   if "label" in records[0]:
@@ -254,6 +271,27 @@ def _join_domains(pair) -> dict[str, np.ndarray]:
   return batch
 
 
+def _warn_if_domains_overlap(source_spec: str, target_spec: str):
+  """Warns when data.source and data.target read the same (or nested) data.
+
+  Training still runs (a smoke test may want it), but a translator from a data
+  set to itself learns nothing a user wants, and nothing else would say so.
+  """
+  source, target = sources.canonical_spec(source_spec), sources.canonical_spec(target_spec)
+  if source == target:
+    logging.warning("input pipeline: data.source %r and data.target %r are the same "
+                    "data (%s): the model learns to translate it into itself",
+                    source_spec, target_spec, source)
+    return
+  (source_kind, _, source_path), (target_kind, _, target_path) = (
+      source.partition(":"), target.partition(":"))
+  if (source_kind == target_kind == "folder" and
+      os.path.commonpath([source_path, target_path]) in (source_path, target_path)):
+    logging.warning("input pipeline: data.source %r and data.target %r overlap: one "
+                    "folder is inside the other, so their images are in both "
+                    "domains", source_spec, target_spec)
+
+
 def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
                         process_index: int | None = None,
                         process_count: int | None = None) -> TrainIterator:
@@ -263,7 +301,8 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     data_config: `config.data` (configs/vsait.py): source, target,
       source_labels, with_labels, batch_size (global), preprocess,
       worker_count, read_threads, prefetch_buffer_size, shuffle_seed,
-      tfds_data_dir.
+      tfds_data_dir. Warns when source and target are the same data or
+      one folder holds the other.
     seed: the run's seed; shuffling and augmentation derive from it and
       data.shuffle_seed, separately for each domain.
     process_index: this host (default `jax.process_index()`).
@@ -298,6 +337,7 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
         host_batch_size=host_batch, read_options=read_options, tfds_data_dir=tfds_data_dir)
     batched.append(records.batch(host_batch, drop_remainder=True,
                                  batch_fn=_batch_domain))
+  _warn_if_domains_overlap(data_config.source, data_config.target)
   dataset = grain.experimental.ZipIterDataset(batched).map(_join_domains)
   if data_config.worker_count > 0:
     dataset = dataset.mp_prefetch(

@@ -5,12 +5,13 @@ returns one grain transform per op, applied in order to records
 {"image": [H, W, 3], "label": [H, W] (optional), ...}. Geometric ops move the
 label with the image (nearest neighbour, same crop and flip); colour ops leave
 it alone. Records marked bad by the source (`sources.is_bad`) pass through
-untouched, so that the pipeline can skip and count them.
+untouched, so that the pipeline can skip and count them; a crop op marks an
+image smaller than its crop bad in the same way.
 
 Ops:
   resize(h, w)        bilinear resize of the image to h x w (nearest for labels).
-  random_crop(h, w)   a uniformly placed h x w crop.
-  center_crop(h, w)   the central h x w crop.
+  random_crop(h, w)   a uniformly placed h x w crop (smaller images: bad).
+  center_crop(h, w)   the central h x w crop (smaller images: bad).
   flip_lr(p=0.5)      horizontal flip with probability p.
   value_range(lo, hi) uint8 [0, 255] -> float32 [lo, hi].
 
@@ -65,11 +66,18 @@ def _resize(array: np.ndarray, height: int, width: int, resample) -> np.ndarray:
   return np.asarray(Image.fromarray(array).resize((width, height), resample))
 
 
-def _check_size(record, height, width, op):
+def _too_small(record, height, width, op) -> dict[str, Any] | None:
+  """A bad record if the image cannot give a height x width crop, else None.
+
+  One small file among thousands is a bad input like a corrupt one: the
+  pipeline skips and counts it rather than stopping training.
+  """
   h, w = record["image"].shape[:2]
-  if h < height or w < width:
-    raise ValueError(f"preprocess {op}({height},{width}): image "
-                     f"{record['relpath']!r} is only {h}x{w} (HxW); resize first")
+  if h >= height and w >= width:
+    return None
+  return sources.bad_record(
+      record["relpath"], f"image is {h}x{w} (HxW), smaller than {op}({height},"
+      f"{width}); resize it, or put resize(h,w) before the crop")
 
 
 @register("resize")
@@ -101,7 +109,9 @@ class RandomCrop(grain.transforms.RandomMap):
   def random_map(self, record: dict[str, Any], rng: np.random.Generator):
     if sources.is_bad(record):
       return record
-    _check_size(record, self.height, self.width, "random_crop")
+    too_small = _too_small(record, self.height, self.width, "random_crop")
+    if too_small:
+      return too_small
     h, w = record["image"].shape[:2]
     top = rng.integers(h - self.height + 1)
     left = rng.integers(w - self.width + 1)
@@ -118,7 +128,9 @@ class CenterCrop(grain.transforms.Map):
   def map(self, record: dict[str, Any]) -> dict[str, Any]:
     if sources.is_bad(record):
       return record
-    _check_size(record, self.height, self.width, "center_crop")
+    too_small = _too_small(record, self.height, self.width, "center_crop")
+    if too_small:
+      return too_small
     h, w = record["image"].shape[:2]
     return _crop(record, (h - self.height) // 2, (w - self.width) // 2,
                  self.height, self.width)
