@@ -19,17 +19,28 @@ Sections (each skipped, with a note, when its inputs are missing):
 Offline, without the standard Inception weights, `--fd_network=auto` falls back
 to an Inception with seeded random weights and labels every number
 "FD_inception_random_init": it is not FID.
+
+Each stage logs a line when it starts ("evaluate [3/8] ...") and when it ends,
+with its duration; long loops show tqdm bars with an ETA.
+
+Exit codes (`i2i_jax.cli`): 0 report written; 2 a usage error, in one line
+naming the flag and the file (a missing folder, translated files that do not
+match the source files, an unreadable image or label, a setting out of range),
+checked before the slow stages where it can be; 3 a failure that is not about
+the inputs (the standard Inception weights cannot be had with
+--fd_network=inception, a segmenter that cannot be loaded, a bug).
 """
 
+import contextlib
 import os
-import sys
+import time
 from collections.abc import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
+from i2i_jax import cli
 from i2i_jax.data import sources
 from i2i_jax.metrics import detail
 from i2i_jax.metrics import domain_gap
@@ -41,24 +52,31 @@ from i2i_jax.metrics import report
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
 
-def _open(spec: str, labels: str = ""):
+FD_NETWORKS = ("auto", "inception", "inception_random_init", "none")
+
+
+def _open(flag: str, spec: str, labels: str = ""):
+  """Opens the source of `--flag`; a missing folder or a bad spec is a UsageError naming it."""
   if ":" not in spec or os.path.isdir(spec):
     spec = f"folder:{spec}"
-  return sources.open_source(spec, labels=labels)
+  try:
+    return sources.open_source(spec, labels=labels)
+  except (FileNotFoundError, ValueError) as e:
+    raise cli.UsageError(f"--{flag}={spec}: {e}") from e
 
 
 class _Field:
   """A lazy sequence of one field ("image" or "label") of a source's records.
 
-  `order` picks and orders records; a record that cannot be read raises an
-  error naming its relative path.
+  `order` picks and orders records; a record that cannot be read raises a
+  UsageError naming the flag and the file's relative path.
   """
 
-  def __init__(self, source, field: str, order: Sequence[int] | None = None, name: str = ""):
+  def __init__(self, source, field: str, flag: str, order: Sequence[int] | None = None):
     self.source = source
     self.field = field
+    self.flag = flag
     self.order = list(range(len(source))) if order is None else list(order)
-    self.name = name or repr(source)
 
   def __len__(self) -> int:
     return len(self.order)
@@ -66,9 +84,10 @@ class _Field:
   def __getitem__(self, index: int) -> np.ndarray:
     record = self.source[self.order[index]]
     if sources.is_bad(record):
-      raise ValueError(f"{self.name}: cannot read {record['relpath']}: {record[sources.ERROR_KEY]}")
+      raise cli.UsageError(f"--{self.flag}: cannot read {record['relpath']} "
+                           f"({record[sources.ERROR_KEY]}); fix or remove it and rerun.")
     if self.field not in record:
-      raise ValueError(f"{self.name}: {record['relpath']} has no {self.field}.")
+      raise cli.UsageError(f"--{self.flag}: {record['relpath']} has no {self.field}.")
     return record[self.field]
 
 
@@ -84,7 +103,7 @@ def match_translated(source_relpaths: Sequence[str], translated_relpaths: Sequen
   """Index into the translated files for each source file, matched by path without extension.
 
   Raises:
-    ValueError: naming the missing and extra files.
+    cli.UsageError: naming the missing and extra files.
   """
   stems = {os.path.splitext(path)[0]: index for index, path in enumerate(translated_relpaths)}
   source_stems = {os.path.splitext(path)[0] for path in source_relpaths}
@@ -99,12 +118,13 @@ def match_translated(source_relpaths: Sequence[str], translated_relpaths: Sequen
                       f"{listing(missing)}")
     if extra:
       problems.append(f"{len(extra)} extra file(s) with no source image: {listing(extra)}")
-    raise ValueError(f"Translated folder {translated_root} does not match the source: "
-                     + "; ".join(problems) + ".")
+    raise cli.UsageError(f"--translated={translated_root} does not match --source: "
+                         + "; ".join(problems) + ".")
   return [stems[os.path.splitext(path)[0]] for path in source_relpaths]
 
 
 def _feature_network(choice: str, weights: str, batch_size: int, seed: int, notes: list[str]):
+  """The Inception of the FD/KD sections, or None for "none" (notes say which one)."""
   if choice == "none":
     return None
   if choice in ("auto", "inception"):
@@ -112,14 +132,43 @@ def _feature_network(choice: str, weights: str, batch_size: int, seed: int, note
       network = inception.InceptionFeatures.pretrained(weights or None, batch_size)
       notes.append("FID/KID use the standard FID Inception weights (pt_inception-2015-12-05).")
       return network
-    except (FileNotFoundError, ImportError) as e:
+    except (FileNotFoundError, ImportError, ValueError) as e:
       if choice == "inception":
-        raise
+        raise cli.RunError(f"--fd_network=inception: {e}") from e
       logging.warning("Standard Inception weights unavailable (%s); using random weights.", e)
   notes.append("FD_inception_random_init / KD_inception_random_init: Frechet and kernel distances "
                f"of an Inception-v3 with random weights (seed {seed}); NOT FID/KID, comparable "
                "only with runs of the same seed.")
   return inception.InceptionFeatures.random_init(seed, batch_size)
+
+
+class _FeaturesOnce:
+  """The feature network with each image set's features computed once.
+
+  The fid and domain_gap sections both need the features of Y and F(X); this
+  hands them the same arrays instead of running the Inception twice per set.
+  """
+
+  def __init__(self, network: inception.InceptionFeatures, progress: bool):
+    self.network = network
+    self.name = network.name
+    self.progress = progress
+    self._computed: dict[int, tuple[_Field, np.ndarray]] = {}
+
+  def __call__(self, images: "_Field") -> np.ndarray:
+    """images: a `_Field` of [H, W, 3] uint8 -> [N, 2048] float32 features.
+
+    Raises:
+      cli.UsageError: images of different sizes in one batch, naming the flag.
+    """
+    if id(images) not in self._computed:
+      bar = f"Inception features of --{images.flag}" if self.progress else ""
+      try:
+        self._computed[id(images)] = (images, self.network(images, progress=bar))
+      except ValueError as e:
+        raise cli.UsageError(f"--{images.flag}: {e} Resize them to one size, or pass "
+                             "--fd_network=none.") from e
+    return self._computed[id(images)][1]
 
 
 def _parse_size(text: str) -> tuple[int, int] | None:
@@ -128,8 +177,55 @@ def _parse_size(text: str) -> tuple[int, int] | None:
   try:
     height, width = (int(part) for part in text.lower().split("x"))
   except ValueError as e:
-    raise ValueError(f"--segmenter_size={text!r}: expected HEIGHTxWIDTH, e.g. 256x512.") from e
+    raise cli.UsageError(f"--segmenter_size={text!r}: expected HEIGHTxWIDTH, e.g. 256x512.") from e
+  if height < 4 or width < 4:
+    raise cli.UsageError(f"--segmenter_size={text!r}: height and width must be at least 4.")
   return height, width
+
+
+def _check_settings(*, fd_network: str, inception_weights: str, segmenter: str,
+                    segmenter_steps: int, downstream_steps: int, kid_subsets: int,
+                    kid_subset_size: int, worst_k: int, batch_size: int) -> None:
+  """Raises cli.UsageError naming the first setting out of its range."""
+  if fd_network not in FD_NETWORKS:
+    raise cli.UsageError(f"--fd_network={fd_network!r}: expected one of {', '.join(FD_NETWORKS)}.")
+  if inception_weights and not os.path.isfile(inception_weights):
+    raise cli.UsageError(f"--inception_weights={inception_weights}: no such file.")
+  if segmenter and not os.path.exists(segmenter):
+    raise cli.UsageError(f"--segmenter={segmenter}: no such file or folder.")
+  minimums = dict(segmenter_steps=(segmenter_steps, 1), downstream_steps=(downstream_steps, 0),
+                  kid_subsets=(kid_subsets, 1), kid_subset_size=(kid_subset_size, 2),
+                  worst_k=(worst_k, 0), batch_size=(batch_size, 1))
+  for name, (value, minimum) in minimums.items():
+    if value < minimum:
+      raise cli.UsageError(f"--{name}={value}: must be at least {minimum}.")
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(round(seconds), 60)
+  return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+class _Stages:
+  """Logs "evaluate [k/n] TITLE ..." when a stage starts and its duration when it ends.
+
+  A run takes minutes to tens of minutes; these lines (and the tqdm bars of the
+  long loops inside) say what it is doing and how far along it is.
+  """
+
+  def __init__(self, titles: Sequence[str]):
+    self.titles = list(titles)
+    self.started = time.perf_counter()
+
+  @contextlib.contextmanager
+  def __call__(self, title: str):
+    number = f"[{self.titles.index(title) + 1}/{len(self.titles)}]"
+    logging.info("evaluate %s %s ...", number, title)
+    start = time.perf_counter()
+    yield
+    logging.info("evaluate %s %s: done in %s (%s since the start)", number, title,
+                 _duration(time.perf_counter() - start),
+                 _duration(time.perf_counter() - self.started))
 
 
 def evaluate(*, source: str, translated: str, target: str, out: str, labels: str = "",
@@ -137,48 +233,105 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
              segmenter: str = "", segmenter_steps: int = 300, segmenter_size: str = "",
              downstream_steps: int = 300, kid_subsets: int = fid.KID_SUBSETS,
              kid_subset_size: int = fid.KID_SUBSET_SIZE, worst_k: int = 4,
-             batch_size: int = 32, seed: int = 0) -> dict:
+             batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
   """Runs every evaluator the inputs allow and writes the report (arguments as the flags).
+
+  Every input and setting is checked before the first slow stage. Each stage
+  logs a line when it starts and when it ends; `progress` adds tqdm bars
+  inside the long loops.
 
   Returns:
     The report dict written to `out/report.json`.
+
+  Raises:
+    cli.UsageError: a missing folder, translated files that do not match the
+      source files, an unreadable input file or a setting out of range (the
+      message names the flag and the file).
+    cli.RunError: --fd_network=inception without its weights, or a segmenter
+      that cannot be loaded.
   """
+  _check_settings(fd_network=fd_network, inception_weights=inception_weights,
+                  segmenter=segmenter, segmenter_steps=segmenter_steps,
+                  downstream_steps=downstream_steps, kid_subsets=kid_subsets,
+                  kid_subset_size=kid_subset_size, worst_k=worst_k, batch_size=batch_size)
+  train_size = _parse_size(segmenter_size)
   inputs = dict(source=source, labels=labels, translated=translated, target=target,
                 target_labels=target_labels, fd_network=fd_network, segmenter=segmenter)
-  source_data = _open(source, labels)
-  translated_data = _open(translated)
-  target_data = _open(target, target_labels)
+  source_data = _open("source", source, labels)
+  translated_data = _open("translated", translated)
+  target_data = _open("target", target, target_labels)
   order = match_translated(_relpaths(source_data), _relpaths(translated_data), translated)
+  if fd_network != "none":
+    for flag, data in (("source", source_data), ("target", target_data)):
+      if len(data) < 2:
+        raise cli.UsageError(f"--{flag}: {len(data)} image(s); Frechet and kernel distances "
+                             "need at least 2 per set (or pass --fd_network=none).")
 
-  source_images = _Field(source_data, "image", name=source)
-  translated_images = _Field(translated_data, "image", order, name=translated)
-  target_images = _Field(target_data, "image", name=target)
-  source_labels = _Field(source_data, "label", name=source) if getattr(
+  source_images = _Field(source_data, "image", "source")
+  translated_images = _Field(translated_data, "image", "translated", order)
+  target_images = _Field(target_data, "image", "target")
+  source_labels = _Field(source_data, "label", "source") if getattr(
       source_data, "has_labels", False) else None
-  target_labels_seq = _Field(target_data, "label", name=target) if getattr(
+  target_labels_seq = _Field(target_data, "label", "target") if getattr(
       target_data, "has_labels", False) else None
-  train_size = _parse_size(segmenter_size)
+
+  on_target = target_labels_seq is not None
+  if segmenter:
+    segmenter_stage = f"segmenter: loading {segmenter}"
+  elif on_target or source_labels is not None:
+    segmenter_stage = (f"segmenter: training a small U-Net {segmenter_steps} steps on "
+                       f"{'Y' if on_target else 'X'}'s labels")
+  else:
+    segmenter_stage = None
+  run_downstream = bool(downstream_steps) and source_labels is not None and on_target
+  downstream_stage = (f"downstream: training U-Nets on X and on F(X) ({downstream_steps} steps "
+                      "each), testing them on Y")
+  titles = []
+  if fd_network != "none":
+    titles += ["feature network: loading the Inception",
+               "fid: features of Y and F(X), FID/KID", "domain_gap: features of X, scatter"]
+  if segmenter_stage:
+    titles.append(segmenter_stage)
+    if source_labels is not None:
+      titles.append("semantic: segmenting F(X)")
+    titles += ["flips: segmenting F(X) against X's references, pictures",
+               "detail: poles, lights and signs in X and F(X)"]
+  if run_downstream:
+    titles.append(downstream_stage)
+  titles.append("report: writing report.json and report.md")
+  stage = _Stages(titles)
+  logging.info("evaluate: %d source images, %d target images, output %s", len(source_images),
+               len(target_images), out)
 
   notes, sections, pictures = [], {}, {}
-  features = _feature_network(fd_network, inception_weights, batch_size, seed, notes)
-  if features is not None:
-    sections["fid"] = fid.FidKidEvaluator(
-        features, target_images, features.name, kid_subsets, kid_subset_size).run(translated_images)
-    gap = domain_gap.DomainGapEvaluator(features, source_images, target_images, features.name,
-                                        out_dir=out, seed=seed)
-    sections["domain_gap"] = gap.run(translated_images)
-    pictures["domain_gap"] = gap.pictures
+  if fd_network != "none":
+    with stage(titles[0]):
+      features = _FeaturesOnce(
+          _feature_network(fd_network, inception_weights, batch_size, seed, notes), progress)
+    with stage(titles[1]):
+      sections["fid"] = fid.FidKidEvaluator(
+          features, target_images, features.name, kid_subsets, kid_subset_size).run(
+              translated_images)
+    with stage(titles[2]):
+      gap = domain_gap.DomainGapEvaluator(features, source_images, target_images, features.name,
+                                          out_dir=out, seed=seed)
+      sections["domain_gap"] = gap.run(translated_images)
+      pictures["domain_gap"] = gap.pictures
 
   segment_fn = None
   if segmenter:
-    segment_fn = segmenter_lib.load_segmenter(segmenter)
+    with stage(segmenter_stage):
+      try:
+        segment_fn = segmenter_lib.load_segmenter(segmenter)
+      except (FileNotFoundError, ImportError, ValueError, OSError) as e:
+        raise cli.RunError(f"--segmenter={segmenter}: {e}") from e
     notes.append(f"Segmenter: {segmenter}.")
-  elif target_labels_seq is not None or source_labels is not None:
-    on_target = target_labels_seq is not None
-    segment_fn = segmenter_lib.train_segmenter(
-        target_images if on_target else source_images,
-        target_labels_seq if on_target else source_labels, len(semantic.CITYSCAPES_CLASSES),
-        steps=segmenter_steps, image_size=train_size, seed=seed)
+  elif segmenter_stage:
+    with stage(segmenter_stage):
+      segment_fn = segmenter_lib.train_segmenter(
+          target_images if on_target else source_images,
+          target_labels_seq if on_target else source_labels, len(semantic.CITYSCAPES_CLASSES),
+          steps=segmenter_steps, image_size=train_size, seed=seed, progress=progress)
     notes.append(f"Segmenter: a small U-Net trained {segmenter_steps} steps on "
                  f"{'Y' if on_target else 'X'}'s labels (seed {seed}); scores measure "
                  "consistency, not absolute segmentation quality.")
@@ -187,40 +340,43 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
 
   if segment_fn is not None:
     if source_labels is not None:
-      sections["semantic"] = semantic.SemanticConsistencyEvaluator(
-          segment_fn, source_labels).run(translated_images)
+      with stage("semantic: segmenting F(X)"):
+        sections["semantic"] = semantic.SemanticConsistencyEvaluator(
+            segment_fn, source_labels, progress=progress).run(translated_images)
     else:
       notes.append("No labels for X: semantic section skipped; flips and detail use seg(X).")
-    flip_evaluator = flips.FlipEvaluator(segment_fn, source_images, source_labels, out_dir=out,
-                                         worst_k=worst_k)
-    sections["flips"] = flip_evaluator.run(translated_images)
-    pictures["flips"] = flip_evaluator.pictures
-    sections["detail"] = detail.DetailRetentionEvaluator(
-        segment_fn, source_images, source_labels).run(translated_images)
+    with stage("flips: segmenting F(X) against X's references, pictures"):
+      flip_evaluator = flips.FlipEvaluator(
+          segment_fn, source_images, source_labels, out_dir=out, worst_k=worst_k,
+          source_names=_relpaths(source_data), progress=progress)
+      sections["flips"] = flip_evaluator.run(translated_images)
+      pictures["flips"] = flip_evaluator.pictures
+    with stage("detail: poles, lights and signs in X and F(X)"):
+      sections["detail"] = detail.DetailRetentionEvaluator(
+          segment_fn, source_images, source_labels, progress=progress).run(translated_images)
 
-  if downstream_steps and source_labels is not None and target_labels_seq is not None:
-    sections["downstream"] = downstream.DownstreamGainEvaluator(
-        source_images, source_labels, target_images, target_labels_seq, steps=downstream_steps,
-        image_size=train_size, seed=seed).run(translated_images)
+  if run_downstream:
+    with stage(downstream_stage):
+      sections["downstream"] = downstream.DownstreamGainEvaluator(
+          source_images, source_labels, target_images, target_labels_seq, steps=downstream_steps,
+          image_size=train_size, seed=seed, progress=progress).run(translated_images)
   elif downstream_steps:
     notes.append("Downstream section skipped: it needs labels for both X and Y.")
-  return report.write_report(out, sections, pictures, notes, inputs)
+  with stage(titles[-1]):
+    return report.write_report(out, sections, pictures, notes, inputs)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    result = evaluate(
-        source=_SOURCE.value, translated=_TRANSLATED.value, target=_TARGET.value, out=_OUT.value,
-        labels=_LABELS.value, target_labels=_TARGET_LABELS.value, fd_network=_FD_NETWORK.value,
-        inception_weights=_INCEPTION_WEIGHTS.value, segmenter=_SEGMENTER.value,
-        segmenter_steps=_SEGMENTER_STEPS.value, segmenter_size=_SEGMENTER_SIZE.value,
-        downstream_steps=_DOWNSTREAM_STEPS.value, kid_subsets=_KID_SUBSETS.value,
-        kid_subset_size=_KID_SUBSET_SIZE.value, worst_k=_WORST_K.value,
-        batch_size=_BATCH_SIZE.value, seed=_SEED.value)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    sys.exit(f"evaluate: {e}")
+    raise cli.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value; see --help)")
+  result = evaluate(
+      source=_SOURCE.value, translated=_TRANSLATED.value, target=_TARGET.value, out=_OUT.value,
+      labels=_LABELS.value, target_labels=_TARGET_LABELS.value, fd_network=_FD_NETWORK.value,
+      inception_weights=_INCEPTION_WEIGHTS.value, segmenter=_SEGMENTER.value,
+      segmenter_steps=_SEGMENTER_STEPS.value, segmenter_size=_SEGMENTER_SIZE.value,
+      downstream_steps=_DOWNSTREAM_STEPS.value, kid_subsets=_KID_SUBSETS.value,
+      kid_subset_size=_KID_SUBSET_SIZE.value, worst_k=_WORST_K.value,
+      batch_size=_BATCH_SIZE.value, seed=_SEED.value)
   for section, metrics in result["metrics"].items():
     logging.info("%s: %s", section, metrics)
   print(f"Wrote {os.path.join(_OUT.value, 'report.md')} and report.json")
@@ -247,7 +403,7 @@ if __name__ == "__main__":
       "split trains the default segmenter and tests the downstream segmenters.")
   _OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures.")
   _FD_NETWORK = flags.DEFINE_enum(
-      "fd_network", "auto", ["auto", "inception", "inception_random_init", "none"],
+      "fd_network", "auto", list(FD_NETWORKS),
       "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
       "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
       "'inception_random_init': the same network with seeded random weights, reported as "
@@ -277,4 +433,4 @@ if __name__ == "__main__":
   _SEED = flags.DEFINE_integer(
       "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.")
   flags.mark_flags_as_required(["source", "translated", "target", "out"])
-  app.run(main)
+  cli.run(main)

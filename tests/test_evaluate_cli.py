@@ -25,13 +25,27 @@ def folders(tmp_path_factory):
 
 
 def run_cli(*args):
+  # One CPU device, as a user's machine has (the test session fakes 8).
   return subprocess.run([sys.executable, "-m", "i2i_jax.evaluate", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                        env={**os.environ, "JAX_PLATFORMS": "cpu",
+                             "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
 
 
-def test_help_explains_every_flag():
+def assert_usage_error(result, *expected, only_line=True):
+  """Exit 2, no traceback, and an error line (stderr's only line) naming every `expected` string."""
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 or not only_line, result.stderr
+  assert lines[-1].startswith("python -m i2i_jax.evaluate: error: "), result.stderr
+  for text in expected:
+    assert text in lines[-1], (text, lines[-1])
+
+
+def test_help_explains_every_flag_on_stdout_and_exits_0():
   result = run_cli("--help")
+  assert result.returncode == 0, result.stderr
   assert "Traceback" not in result.stderr
   for flag in ("source", "labels", "translated", "target", "target_labels", "out", "fd_network",
                "inception_weights", "segmenter", "segmenter_steps", "segmenter_size",
@@ -47,10 +61,45 @@ def test_missing_and_extra_translated_files_are_named(folders, tmp_path):
   shutil.copy(translated / "00001.png", translated / "stray.jpg")
   result = run_cli(f"--source={folders / 'val' / 'sim' / 'images'}", f"--translated={translated}",
                    f"--target={folders / 'train' / 'real' / 'images'}", f"--out={tmp_path / 'out'}")
-  assert result.returncode != 0
-  assert "00002.png" in result.stderr and "stray.jpg" in result.stderr
-  assert "missing 1" in result.stderr and "1 extra" in result.stderr
+  assert_usage_error(result, "--translated", "00002.png", "stray.jpg", "missing 1",
+                              "1 extra")
   assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_missing_source_folder_is_one_line_and_exit_2(folders, tmp_path):
+  missing = tmp_path / "no_such_folder"
+  result = run_cli(f"--source={missing}", f"--translated={folders / 'val' / 'real' / 'images'}",
+                   f"--target={folders / 'train' / 'real' / 'images'}", f"--out={tmp_path / 'out'}")
+  assert_usage_error(result, "--source", str(missing))
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--segmenter_size=wide", "--segmenter_size='wide': expected HEIGHTxWIDTH"),
+    ("--worst_k=-1", "--worst_k=-1: must be at least 0"),
+    ("--batch_size=0", "--batch_size=0: must be at least 1"),
+    ("--fd_network=fid", "--fd_network"),
+    ("--segmenter=/no/such/model.onnx", "--segmenter=/no/such/model.onnx: no such file"),
+])
+def test_a_bad_flag_value_is_one_line_and_exit_2(folders, tmp_path, flag, expected):
+  result = run_cli(f"--source={folders / 'val' / 'sim' / 'images'}",
+                   f"--translated={folders / 'val' / 'real' / 'images'}",
+                   f"--target={folders / 'train' / 'real' / 'images'}",
+                   f"--out={tmp_path / 'out'}", flag)
+  assert_usage_error(result, expected)
+  assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_image_is_named_in_one_line_and_exit_2(folders, tmp_path):
+  target = tmp_path / "target"
+  shutil.copytree(folders / "train" / "real", target)
+  (target / "images" / "00001.png").write_bytes(b"not a png")
+  result = run_cli(f"--source={folders / 'val' / 'sim' / 'images'}",
+                   f"--translated={folders / 'val' / 'real' / 'images'}",
+                   f"--target={target / 'images'}", f"--target_labels={target / 'labels'}",
+                   f"--out={tmp_path / 'out'}", "--fd_network=none", "--segmenter_steps=1",
+                   "--downstream_steps=0")
+  # Stage lines and bars come before it; the error is the last line.
+  assert_usage_error(result, "--target", "00001.png", only_line=False)
 
 
 def test_matching_ignores_the_extension_and_reorders():
@@ -66,6 +115,11 @@ def test_report_without_feature_network_has_flips_and_detail_from_seg_of_x(folde
                    "--fd_network=none", "--segmenter_steps=20", "--downstream_steps=0",
                    "--worst_k=1")
   assert result.returncode == 0, result.stderr
+  # Each stage says when it starts and how long it took.
+  for stage in ("[1/4] segmenter: training a small U-Net 20 steps on Y's labels ...",
+                "[2/4] flips:", "[3/4] detail:", "[4/4] report:"):
+    assert stage in result.stderr, stage
+  assert result.stderr.count(": done in ") == 4
   report = json.loads((out / "report.json").read_text())
   assert set(report["metrics"]) == {"flips", "detail"}  # no labels for X: no semantic section
   assert any("seg(X)" in note for note in report["notes"])

@@ -62,7 +62,10 @@ def test_captioned_panels_wraps_long_captions_inside_the_picture():
 
 
 def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):
-  run_evaluator(tmp_path)
+  sources, labels, translated = scenes()
+  evaluator = flips.FlipEvaluator(segment_by_brightness, sources, labels, out_dir=str(tmp_path),
+                                  worst_k=0)
+  evaluator.run(translated)
   picture = np.asarray(Image.open(tmp_path / "flip_matrix.png").convert("RGB")).astype(np.int32)
   viridis = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int32)
   # For each pixel, the nearest colormap entry and how far it is (per distinct colour).
@@ -77,4 +80,4 @@ def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):
   assert scale_columns, "no column of flip_matrix.png spans the colormap"
   column_entries = entry[on_colormap[:, scale_columns[0]], scale_columns[0]]
   assert column_entries.min() <= 3 and column_entries.max() >= 252
-  assert "scale" in run_evaluator(tmp_path)[0].pictures["flip_matrix.png"]
+  assert "scale on the right, 0 to 1" in evaluator.pictures["flip_matrix.png"]

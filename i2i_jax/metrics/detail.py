@@ -67,31 +67,34 @@ class DetailRetentionEvaluator:
     energy_translated = dict.fromkeys(class_ids, 0.0)
     energy_source = dict.fromkeys(class_ids, 0.0)
     structure = np.ones((3, 3), bool)
-    for index in tqdm.trange(len(translated_images), desc="detail: segmenting", unit="img",
-                             disable=not self.progress, dynamic_ncols=True, leave=False):
-      translated = np.asarray(translated_images[index])
-      height, width = translated.shape[:2]
-      source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
-      if self.source_labels is not None:
-        reference = segmenter_lib.resize_labels(np.asarray(self.source_labels[index]), height, width)
-      else:
-        reference = self.segment_fn(source[None])[0]
-      predicted = self.segment_fn(translated[None])[0]
-      translated_energy = laplacian_energy(translated)
-      source_energy = laplacian_energy(source)
-      for class_id in class_ids:
-        mask = reference == class_id
-        if not mask.any():
-          continue
-        energy_translated[class_id] += float(translated_energy[mask].sum())
-        energy_source[class_id] += float(source_energy[mask].sum())
-        components, count = ndimage.label(mask, structure=structure)
-        sizes = np.bincount(components.ravel(), minlength=count + 1)
-        kept = np.bincount(components.ravel(), weights=(predicted == class_id).ravel(),
-                           minlength=count + 1)
-        large = sizes[1:] >= self.min_instance_pixels
-        instances[class_id] += int(large.sum())
-        retained[class_id] += int((large & (kept[1:] >= self.retained_fraction * sizes[1:])).sum())
+    with tqdm.trange(len(translated_images), desc="detail: segmenting", unit="img",
+                     disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
+      for index in bar:
+        translated = np.asarray(translated_images[index])
+        height, width = translated.shape[:2]
+        source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
+        if self.source_labels is not None:
+          reference = segmenter_lib.resize_labels(np.asarray(self.source_labels[index]), height,
+                                                  width)
+        else:
+          reference = self.segment_fn(source[None])[0]
+        predicted = self.segment_fn(translated[None])[0]
+        translated_energy = laplacian_energy(translated)
+        source_energy = laplacian_energy(source)
+        for class_id in class_ids:
+          mask = reference == class_id
+          if not mask.any():
+            continue
+          energy_translated[class_id] += float(translated_energy[mask].sum())
+          energy_source[class_id] += float(source_energy[mask].sum())
+          components, count = ndimage.label(mask, structure=structure)
+          sizes = np.bincount(components.ravel(), minlength=count + 1)
+          kept = np.bincount(components.ravel(), weights=(predicted == class_id).ravel(),
+                             minlength=count + 1)
+          large = sizes[1:] >= self.min_instance_pixels
+          instances[class_id] += int(large.sum())
+          retained[class_id] += int(
+              (large & (kept[1:] >= self.retained_fraction * sizes[1:])).sum())
 
     metrics = {"instances": float(sum(instances.values()))}
     if metrics["instances"]:

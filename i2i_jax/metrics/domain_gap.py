@@ -74,9 +74,17 @@ class DomainGapEvaluator:
       self._write_scatter(translated_features, before, after)
     return metrics
 
-  def _write_scatter(self, translated_features, before: float, after: float):
-    # The object-oriented API: no pyplot, so the caller's backend (a notebook's
-    # inline one) is left alone.
+  def scatter_figure(self, translated_features: np.ndarray, before: float, after: float):
+    """The scatter of X, Y and F(X) features, one panel per projection.
+
+    Args:
+      translated_features: [N, D] features of F(X).
+      before, after: FD(X,Y) and FD(F(X),Y), quoted in the title.
+
+    Returns:
+      (a matplotlib Figure, made without pyplot so that the caller's backend, a
+      notebook's inline one, is left alone; the names of its projections).
+    """
     from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
     rng = np.random.RandomState(self.seed)
@@ -89,10 +97,9 @@ class DomainGapEvaluator:
     panels = projections(stacked, self.seed)
     figure = Figure(figsize=(max(8, 6 * len(panels)), 5.6))
     axes = figure.subplots(1, len(panels), squeeze=False)
-    distances = f"{self.name}(X,Y) = {before:.4g}, {self.name}(F(X),Y) = {after:.4g}"
     figure.suptitle(f"Domain gap: one dot per image, {self.name} features projected to 2-D\n"
-                    f"{distances}\nthe translation works when orange F(X) moves from blue X "
-                    "onto green Y", fontsize=10)
+                    f"{self._distances(before, after)}\nthe translation works when orange F(X) "
+                    "moves from blue X onto green Y", fontsize=10)
     for axis, (method, points) in zip(axes[0], panels.items()):
       for (label, _), start, stop, color in zip(clouds.items(), bounds[:-1], bounds[1:],
                                                 ("tab:blue", "tab:green", "tab:orange")):
@@ -103,12 +110,20 @@ class DomainGapEvaluator:
       axis.set_ylabel(f"{method} 2" + _AXIS_UNITS[method])
       axis.legend(fontsize=8)
     figure.tight_layout()
+    return figure, list(panels)
+
+  def _distances(self, before: float, after: float) -> str:
+    return f"{self.name}(X,Y) = {before:.4g}, {self.name}(F(X),Y) = {after:.4g}"
+
+  def _write_scatter(self, translated_features, before: float, after: float):
+    figure, methods = self.scatter_figure(translated_features, before, after)
     os.makedirs(self.out_dir, exist_ok=True)
     tmp_path = os.path.join(self.out_dir, f".domain_gap.tmp-{os.getpid()}.png")
     figure.savefig(tmp_path, dpi=100)
     os.replace(tmp_path, os.path.join(self.out_dir, "domain_gap.png"))
     self.pictures = {"domain_gap.png": (
         f"Domain gap: every dot is one image's {self.name} features, projected to 2-D by "
-        f"{', '.join(panels)} (one panel each); blue = X (source), green = Y (target), orange = "
+        f"{', '.join(methods)} (one panel each); blue = X (source), green = Y (target), orange = "
         "F(X) (translated). The closer the orange cloud lies to the green one (and the farther "
-        f"from the blue one), the more the translation closed the gap; {distances}.")}
+        f"from the blue one), the more the translation closed the gap; "
+        f"{self._distances(before, after)}.")}

@@ -98,7 +98,8 @@ def captioned_panels(panels: np.ndarray, caption: Sequence[str],
   font = _font()
   measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
   line_height = font.getbbox("Ag")[3] + 4
-  lines = [wrapped for text in caption for wrapped in _wrap(measure, text, font, width - 2 * _MARGIN)]
+  lines = [wrapped for text in caption
+           for wrapped in _wrap(measure, text, font, width - 2 * _MARGIN)]
   caption_height = _MARGIN + len(lines) * line_height
   titles_height = line_height + _MARGIN
   picture = Image.new("RGB", (width, caption_height + titles_height + height), "white")
@@ -171,13 +172,15 @@ class FlipEvaluator:
     num_classes = len(self.class_names)
     counts = np.zeros((num_classes, num_classes), np.int64)
     per_image = []
-    for index in tqdm.trange(len(translated_images), desc="flips: segmenting", unit="img",
-                             disable=not self.progress, dynamic_ncols=True, leave=False):
-      image = np.asarray(translated_images[index])
-      reference = self._reference(index, *image.shape[:2])
-      confusion = semantic.confusion_matrix(reference, self.segment_fn(image[None])[0], num_classes)
-      counts += confusion
-      per_image.append(1.0 - np.trace(confusion) / max(confusion.sum(), 1))
+    with tqdm.trange(len(translated_images), desc="flips: segmenting", unit="img",
+                     disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
+      for index in bar:
+        image = np.asarray(translated_images[index])
+        reference = self._reference(index, *image.shape[:2])
+        confusion = semantic.confusion_matrix(reference, self.segment_fn(image[None])[0],
+                                              num_classes)
+        counts += confusion
+        per_image.append(1.0 - np.trace(confusion) / max(confusion.sum(), 1))
 
     totals = counts.sum(axis=1)
     self.flip_matrix = counts / np.maximum(totals, 1)[:, None]

@@ -369,18 +369,17 @@ class InceptionFeatures:
     """
     features = []
     batch_size = min(self.batch_size, len(images))
-    bar = tqdm.tqdm(total=len(images), desc=progress, unit="img", disable=not progress,
-                    dynamic_ncols=True, leave=False)
-    for start in range(0, len(images), batch_size):
-      batch = [np.asarray(images[i]) for i in range(start, min(start + batch_size, len(images)))]
-      shapes = {image.shape for image in batch}
-      if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[-1] != 3:
-        raise ValueError(
-            f"Images {start}..{start + len(batch) - 1} must all be [H, W, 3] of one size; "
-            f"found shapes {sorted(shapes)}.")
-      # Pad the last batch to a full one so the jitted function compiles once.
-      stacked = np.stack(batch + [batch[-1]] * (batch_size - len(batch)))
-      features.append(np.asarray(self._apply(self.variables, stacked))[:len(batch)])
-      bar.update(len(batch))
-    bar.close()
+    with tqdm.tqdm(total=len(images), desc=progress, unit="img", disable=not progress,
+                   dynamic_ncols=True, leave=False) as bar:
+      for start in range(0, len(images), batch_size):
+        batch = [np.asarray(images[i]) for i in range(start, min(start + batch_size, len(images)))]
+        shapes = {image.shape for image in batch}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[-1] != 3:
+          raise ValueError(
+              f"Images {start}..{start + len(batch) - 1} must all be [H, W, 3] of one size; "
+              f"found shapes {sorted(shapes)}.")
+        # Pad the last batch to a full one so the jitted function compiles once.
+        stacked = np.stack(batch + [batch[-1]] * (batch_size - len(batch)))
+        features.append(np.asarray(self._apply(self.variables, stacked))[:len(batch)])
+        bar.update(len(batch))
     return np.concatenate(features) if features else np.zeros((0, FEATURE_DIM), np.float32)

@@ -132,10 +132,10 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
     raise ValueError(f"Need as many label maps as images (>0); got {len(images)} images "
                      f"and {len(labels)} label maps.")
   height, width = image_size or np.asarray(images[0]).shape[:2]
-  reading = tqdm.trange(len(images), desc="segmenter: reading images and labels", unit="img",
-                        disable=not progress, dynamic_ncols=True, leave=False)
-  pairs = [(resize_image(np.asarray(images[i]), height, width),
-            resize_labels(np.asarray(labels[i]), height, width)) for i in reading]
+  with tqdm.trange(len(images), desc="segmenter: reading images and labels", unit="img",
+                   disable=not progress, dynamic_ncols=True, leave=False) as reading:
+    pairs = [(resize_image(np.asarray(images[i]), height, width),
+              resize_labels(np.asarray(labels[i]), height, width)) for i in reading]
   image_array = np.stack([image for image, _ in pairs])
   label_array = np.stack([label for _, label in pairs])
   invalid = (label_array >= num_classes) & (label_array != IGNORE_LABEL)
@@ -161,10 +161,12 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
   opt_state = optimizer.init(params)
   batch_size = min(batch_size, len(image_array))
   rng = np.random.RandomState(seed)
-  for _ in tqdm.trange(steps, desc="segmenter: training", unit="step", disable=not progress,
-                       dynamic_ncols=True, leave=False):
-    indices = rng.choice(len(image_array), batch_size, replace=False)
-    params, opt_state = train_step(params, opt_state, image_array[indices], label_array[indices])
+  with tqdm.trange(steps, desc="segmenter: training", unit="step",
+                   disable=not progress, dynamic_ncols=True, leave=False) as bar:
+    for _ in bar:
+      indices = rng.choice(len(image_array), batch_size, replace=False)
+      params, opt_state = train_step(params, opt_state, image_array[indices],
+                                     label_array[indices])
   return FlaxSegmenter(num_classes, jax.device_get(params), features)
 
 

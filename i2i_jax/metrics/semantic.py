@@ -80,11 +80,12 @@ class SemanticConsistencyEvaluator:
                        f"{len(self.source_labels)} label maps.")
     num_classes = len(self.class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    for index in tqdm.trange(len(translated_images), desc="semantic: segmenting", unit="img",
-                             disable=not self.progress, dynamic_ncols=True, leave=False):
-      image = np.asarray(translated_images[index])
-      labels = self.source_labels[index]
-      predicted = self.segment_fn(image[None])[0]
-      labels = segmenter_lib.resize_labels(np.asarray(labels), *image.shape[:2])
-      confusion += confusion_matrix(labels, predicted, num_classes)
+    with tqdm.trange(len(translated_images), desc="semantic: segmenting", unit="img",
+                     disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
+      for index in bar:
+        image = np.asarray(translated_images[index])
+        labels = self.source_labels[index]
+        predicted = self.segment_fn(image[None])[0]
+        labels = segmenter_lib.resize_labels(np.asarray(labels), *image.shape[:2])
+        confusion += confusion_matrix(labels, predicted, num_classes)
     return scores_from_confusion(confusion, self.class_names)
