@@ -74,7 +74,7 @@ def test_styles_differ_in_image_statistics_but_not_in_labels():
 def test_cli_writes_the_folder_layout_that_folder_sources_read(tmp_path):
   toy_streets.main(["--out", str(tmp_path), "--n", "3", "--style", "both",
                     "--height", "64", "--width", "128"])
-  for style in toy_streets.STYLES:
+  for style in toy_streets.STYLE_GROUPS["both"]:
     images = sorted(os.listdir(tmp_path / style / "images"))
     assert images == ["00000.png", "00001.png", "00002.png"]
     assert sorted(os.listdir(tmp_path / style / "labels")) == images
