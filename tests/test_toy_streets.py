@@ -1,10 +1,14 @@
-"""toy_streets: determinism, a real domain gap, matching label distributions."""
+"""toy_streets: determinism, a real domain gap, matching label distributions,
+the mismatched world of issue 13 and its checkable small objects."""
 
 import hashlib
+import json
 import os
+import re
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from i2i_jax.data import sources
 from i2i_jax.data import toy_streets
@@ -158,3 +162,190 @@ def test_sim_and_real_renders_are_bit_identical_to_the_recorded_ones():
     if found != expected:
       changed.append((style, seed, height, width))
   assert not changed, f"renders changed for (style, seed, height, width) {changed}"
+
+
+def _class_id(name):
+  return toy_streets.CLASS_NAMES.index(name)
+
+
+def test_real_mismatch_train_has_other_semantic_statistics_than_sim():
+  frequency = {style: toy_streets.class_frequencies(style, "train", 50, 64, 128)
+               for style in ("sim_detail", "real_detail", "real_mismatch")}
+  source, mismatch = frequency["sim_detail"], frequency["real_mismatch"]
+  vegetation, sky, car, sidewalk = (_class_id(name) for name in
+                                    ("vegetation", "sky", "car", "sidewalk"))
+  assert mismatch[vegetation] > 1.6 * source[vegetation]
+  assert mismatch[sky] < 0.7 * source[sky]
+  assert mismatch[car] > 1.2 * source[car]
+  assert mismatch[sidewalk] > 1.2 * source[sidewalk]
+  # The control: the real camera alone leaves the statistics of its world.
+  assert 0.5 * np.abs(frequency["real_detail"] - source).sum() < 0.05
+  assert 0.5 * np.abs(mismatch - source).sum() > 0.1
+
+
+def test_real_mismatch_val_is_paired_with_sim_detail_val():
+  assert (toy_streets.split_seeds("real_mismatch", "val")
+          == toy_streets.split_seeds("sim_detail", "val"))
+  for seed in toy_streets.split_seeds("real_mismatch", "val")[:4]:
+    _, sim_label = toy_streets.render(seed, "sim_detail", 64, 128)
+    mismatch_image, mismatch_label = toy_streets.render(seed, "real_mismatch", 64, 128)
+    detail_image, _ = toy_streets.render(seed, "real_detail", 64, 128)
+    np.testing.assert_array_equal(mismatch_label, sim_label)
+    np.testing.assert_array_equal(mismatch_image, detail_image)
+  # Train scenes come from the mismatched world, whatever the seed.
+  seed = toy_streets.split_seeds("real_mismatch", "train")[0]
+  assert toy_streets.world_of(seed, "real_mismatch") == toy_streets.MISMATCH
+  assert toy_streets.world_of(seed, "real_detail") == toy_streets.DETAIL
+
+
+def test_sources_open_the_new_styles():
+  source = sources.open_source("toy_streets:real_mismatch:val")
+  image, label = toy_streets.render(toy_streets.split_seeds("real_mismatch", "val")[2],
+                                    "real_mismatch")
+  np.testing.assert_array_equal(source[2]["image"], image)
+  np.testing.assert_array_equal(source[2]["label"], label)
+
+
+def test_instances_agree_with_the_label_map():
+  seen = set()
+  for style, seed in (("sim", 3), ("real", 4), ("sim_detail", 5),
+                      ("real_mismatch", 3_000_001), ("real_mismatch", 2_000_003)):
+    image, label, instance_map, instances = toy_streets.render_with_instances(
+        seed, style, 64, 128)
+    expected_image, expected_label = toy_streets.render(seed, style, 64, 128)
+    np.testing.assert_array_equal(image, expected_image)
+    np.testing.assert_array_equal(label, expected_label)
+    assert instance_map.shape == label.shape and instance_map.dtype == np.uint16
+    assert [i["id"] for i in instances] == list(range(1, len(instances) + 1))
+    assert set(np.unique(instance_map).tolist()) == {0} | {i["mask_id"] for i in instances}
+    for instance in instances:
+      seen.add(instance["class"])
+      mask = instance_map == instance["mask_id"]
+      assert (label[mask] == _class_id(instance["class"])).all(), (style, seed, instance)
+      rows, cols = np.nonzero(mask)
+      assert instance["box"] == [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
+      assert instance["area"] == mask.sum() and 0 < instance["visible"] <= 1
+      if instance["class"] == "traffic light":
+        assert instance["state"] in toy_streets.LIGHT_STATES
+      if instance["class"] == "traffic sign":
+        assert instance["shape"] in toy_streets.SIGN_SHAPES
+        assert instance["color"] in toy_streets.SIGN_COLOR_NAMES
+  assert seen == {"pole", "traffic light", "traffic sign", "car"}
+
+
+_LIT_LAMP = {"red": (230, 40, 30), "amber": (240, 190, 20), "green": (40, 220, 90)}
+_SIGN_RGB = {"red": (200, 30, 30), "blue": (30, 70, 180), "yellow": (230, 200, 30)}
+
+
+def _lamp_state(image, lamp_box):
+  """The lit colour nearest to the brighter half of the lamp box's pixels."""
+  y0, x0, y1, x1 = lamp_box
+  pixels = image[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+  brightness = pixels.sum(-1)
+  lamp = pixels[brightness >= np.median(brightness)].mean(0)
+  return min(_LIT_LAMP, key=lambda state: np.linalg.norm(
+      lamp / lamp.max() - np.divide(_LIT_LAMP[state], max(_LIT_LAMP[state]))))
+
+
+def _shape_of(mask):
+  """Names the shape of a [h, w] bool mask filling its bounding box."""
+  fill = mask.mean()
+  if fill > 0.9:
+    return "square"
+  if fill > 0.68:
+    return "circle"
+  widest_row = np.argmax(mask.sum(1))
+  return "triangle" if widest_row >= 0.7 * (len(mask) - 1) else "diamond"
+
+
+def test_light_states_and_sign_shapes_are_visible_in_the_image():
+  lights, signs = 0, 0
+  for seed in toy_streets.split_seeds("sim_detail", "val")[:12]:
+    sim, _, _, instances = toy_streets.render_with_instances(seed, "sim_detail")
+    real = toy_streets.render(seed, "real_detail")[0]
+    for instance in instances:
+      if instance["class"] == "traffic light" and instance["lamp_area"] >= 9:
+        lights += 1
+        assert _lamp_state(sim, instance["lamp_box"]) == instance["state"], (seed, instance)
+        # The camera's blur, cast and noise leave the state readable.
+        assert _lamp_state(real, instance["lamp_box"]) == instance["state"], (seed, instance)
+      if (instance["class"] == "traffic sign" and instance["visible"] == 1
+          and instance["area"] >= 100):
+        signs += 1
+        y0, x0, y1, x1 = instance["box"]
+        sign_colored = np.linalg.norm(sim[y0:y1, x0:x1].astype(np.float32)
+                                      - _SIGN_RGB[instance["color"]], axis=-1) < 40
+        assert _shape_of(sign_colored) == instance["shape"], (seed, instance)
+  assert lights >= 10 and signs >= 10
+
+
+def test_small_objects_are_large_enough_at_the_evaluation_size():
+  areas = {"traffic light": [], "traffic sign": []}
+  lamp_areas = []
+  for seed in toy_streets.split_seeds("sim_detail", "val")[:30]:
+    _, _, _, instances = toy_streets.render_with_instances(seed, "sim_detail", 256, 512)
+    for instance in instances:
+      if instance["class"] in areas:
+        areas[instance["class"]].append(instance["area"])
+      if instance["class"] == "traffic light":
+        lamp_areas.append(instance["lamp_area"])
+  for name, found in areas.items():
+    assert len(found) >= 30, name
+    assert np.median(found) >= 150, (name, np.median(found))
+    assert np.mean(np.array(found) >= 25) >= 0.9, name
+  assert np.median(lamp_areas) >= 25  # a lit lamp about 6 px across
+
+
+def test_writer_writes_instances_atomically_and_keeps_foreign_files(tmp_path, monkeypatch):
+  renames = []
+  real_replace = os.replace
+
+  def recording_replace(source, destination):
+    renames.append((str(source), str(destination)))
+    real_replace(source, destination)
+
+  monkeypatch.setattr(os, "replace", recording_replace)
+  frequencies = toy_streets.write_folder(str(tmp_path), 2, "real_mismatch", "val", 64, 128)
+  instance_dir = tmp_path / "real_mismatch" / "instances"
+  assert sorted(os.listdir(instance_dir)) == [
+      "00000.json", "00000.png", "00001.json", "00001.png"]
+  # Every file got its final name by a rename from a temporary one beside it.
+  written = sorted(destination for _, destination in renames)
+  assert written == sorted(str(p) for p in tmp_path.rglob("*") if p.is_file())
+  assert all(os.path.dirname(s) == os.path.dirname(d) and s != d for s, d in renames)
+
+  seed = toy_streets.split_seeds("real_mismatch", "val")[1]
+  _, label, instance_map, instances = toy_streets.render_with_instances(
+      seed, "real_mismatch", 64, 128)
+  assert json.loads((instance_dir / "00001.json").read_text()) == instances
+  np.testing.assert_array_equal(np.asarray(Image.open(instance_dir / "00001.png")),
+                                instance_map)
+  np.testing.assert_allclose(
+      frequencies["real_mismatch:val"],
+      sum(np.bincount(toy_streets.render(s, "real_mismatch", 64, 128)[1].ravel(),
+                      minlength=len(toy_streets.CLASS_NAMES))
+          for s in toy_streets.split_seeds("real_mismatch", "val")[:2]) / (2 * 64 * 128))
+
+  # A rerun keeps identical files; a foreign file is refused, never replaced.
+  renames.clear()
+  toy_streets.write_folder(str(tmp_path), 2, "real_mismatch", "val", 64, 128)
+  assert not renames
+  foreign = instance_dir / "00001.json"
+  foreign.write_text("[]\n")
+  with pytest.raises(FileExistsError, match=re.escape(str(foreign))):
+    toy_streets.write_folder(str(tmp_path), 2, "real_mismatch", "val", 64, 128)
+  assert foreign.read_text() == "[]\n"
+  assert not [p for p in tmp_path.rglob("*.tmp*")]
+
+
+def test_cli_prints_class_frequencies(tmp_path, capsys):
+  toy_streets.main(["--stats", "--n", "2", "--height", "32", "--width", "64"])
+  table = capsys.readouterr().out
+  assert "| class | sim:train | real:train |" in table and "real_mismatch:val" in table
+  assert "| vegetation |" in table and "| traffic light |" in table
+  assert not os.listdir(tmp_path)
+  toy_streets.main(["--out", str(tmp_path), "--n", "1", "--style", "detail",
+                    "--height", "32", "--width", "64"])
+  table = capsys.readouterr().out
+  assert "| class | sim_detail:train | real_detail:train | real_mismatch:train |" in table
+  assert sorted(os.listdir(tmp_path)) == ["real_detail", "real_mismatch", "sim_detail"]

@@ -191,7 +191,10 @@ class _Canvas:
 
   Instances are numbered from 1 in the order they are started
   (`new_instance`); every paint call writes its `instance` (0 = none) where it
-  writes the label, so a nearer object hides a farther one in both maps.
+  writes the label, so a nearer object hides a farther one in both maps. An
+  object is painted by consecutive calls; when a call for another instance (or
+  none) follows, the object's record gets its "drawn_area", the pixels it
+  covered before anything nearer hid part of it.
   """
 
   def __init__(self, height: int, width: int, track_instances: bool):
@@ -199,6 +202,7 @@ class _Canvas:
     self.color = np.zeros((height, width, 3), np.float32)
     self.instance = np.zeros((height, width), np.uint16) if track_instances else None
     self.instances = []  # one dict per instance id - 1
+    self._painting = 0  # the instance of the last paint call
     self.ys = np.arange(height, dtype=np.float32)[:, None]
     self.xs = np.arange(width, dtype=np.float32)[None, :]
 
@@ -206,7 +210,16 @@ class _Canvas:
     self.instances.append({"class": class_name, **attributes})
     return len(self.instances)
 
+  def finish_instance(self, next_instance=0):
+    """Notes the drawn area of the object painted last, unless it goes on."""
+    if self._painting and next_instance != self._painting:
+      self.instances[self._painting - 1]["drawn_area"] = int(
+          np.count_nonzero(self.instance == self._painting))
+    self._painting = next_instance
+
   def paint(self, mask, label, color, instance=0):
+    if self.instance is not None:
+      self.finish_instance(instance)
     self.label[mask] = label
     self.color[mask] = color
     if self.instance is not None:
@@ -216,6 +229,8 @@ class _Canvas:
     h, w = self.label.shape
     y0, y1 = max(int(round(y0)), 0), min(int(round(y1)), h)
     x0, x1 = max(int(round(x0)), 0), min(int(round(x1)), w)
+    if self.instance is not None:
+      self.finish_instance(instance)
     if y1 > y0 and x1 > x0:
       self.label[y0:y1, x0:x1] = label
       self.color[y0:y1, x0:x1] = color
@@ -248,6 +263,8 @@ class _Canvas:
     return window, inside
 
   def shape(self, shape, cy, cx, ry, rx, label, color, instance=0):
+    if self.instance is not None:
+      self.finish_instance(instance)
     window, inside = self.shape_mask(shape, cy, cx, ry, rx)
     if inside is None:
       return
@@ -531,6 +548,7 @@ def _instance_annotations(canvas):
   Returns (instance map [H, W] uint16, list of dicts, see
   `render_with_instances`).
   """
+  canvas.finish_instance()
   old_map = canvas.instance
   areas = np.bincount(old_map.ravel(), minlength=len(canvas.instances) + 1)
   renumber = np.zeros(len(areas), np.uint16)
@@ -544,7 +562,8 @@ def _instance_annotations(canvas):
     rows, cols = objects[old_id - 1]
     annotation = {"id": new_id, "mask_id": new_id, "class": record["class"],
                   "box": [rows.start, cols.start, rows.stop, cols.stop],
-                  "area": int(areas[old_id])}
+                  "area": int(areas[old_id]),
+                  "visible": round(int(areas[old_id]) / record["drawn_area"], 3)}
     if record["class"] == "traffic light":
       annotation["state"] = record["state"]
       annotation["lamp_area"], annotation["lamp_box"] = _visible_lamp(
@@ -564,14 +583,17 @@ def render_with_instances(seed: int, style: str, height: int = 256, width: int =
     (image [H, W, 3] uint8, label [H, W] uint8, instance map [H, W] uint16,
     instances). The image and label are those of `render`. The instance map
     holds each visible object's `mask_id` on its visible pixels, 0 elsewhere.
-    `instances` lists, near objects last, a dict per visible car, pole, traffic
-    light and traffic sign: "id" and "mask_id" (the same number, 1..N),
-    "class" (a CLASS_NAMES entry, which the label map holds on every pixel of
-    the mask), "box" [y0, x0, y1, x1] (the mask's bounds, y1 and x1
-    exclusive), "area" (visible pixels); lights add "state" ("red", "amber" or
-    "green": the lit lamp), "lamp_box" (bounds of the lit lamp's visible
-    pixels, None when hidden) and "lamp_area"; signs add "shape" ("circle",
-    "triangle", "diamond", "square") and "color" ("red", "blue", "yellow").
+    `instances` lists, in drawing order (poles, lights and signs far to near,
+    then cars far to near), a dict per visible car, pole, traffic light and
+    traffic sign: "id" and "mask_id" (the same number, 1..N), "class" (a
+    CLASS_NAMES entry, which the label map holds on every pixel of the mask),
+    "box" [y0, x0, y1, x1] (the mask's bounds, y1 and x1 exclusive), "area"
+    (visible pixels), "visible" (area over the pixels the object covered
+    inside the image before nearer objects hid part of it; 1.0 = not
+    occluded); lights add "state" ("red", "amber" or "green": the lit lamp),
+    "lamp_box" (bounds of the lit lamp's visible pixels, None when hidden) and
+    "lamp_area"; signs add "shape" ("circle", "triangle", "diamond", "square")
+    and "color" ("red", "blue", "yellow").
   """
   image, canvas = _render(seed, style, height, width, track_instances=True)
   instance_map, instances = _instance_annotations(canvas)
