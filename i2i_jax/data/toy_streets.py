@@ -54,7 +54,6 @@ import io
 import json
 import os
 import sys
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -113,8 +112,13 @@ class World:
 
 
 ORIGINAL = World()
+# Poles stand at the kerb and no nearer than 0.85 H, where their heads stay
+# inside the image; a few more props, so that a scene has ~3 lights and signs.
 DETAIL = World(props=(4, 10), prop_feet=(0.05, 0.85), prop_offset=(1.05, 1.3),
                tree_share=0.4, detail=True)
+# Other semantic statistics, as Cityscapes has next to GTA5: taller buildings
+# and a narrower canyon (less sky), front gardens and larger trees (more
+# vegetation), more cars, parked ones half on the kerb, wider sidewalks.
 MISMATCH = dataclasses.replace(
     DETAIL, building_top=(0.0, 0.4), canyon=(0.03, 0.08), sidewalk=(1.9, 2.3),
     front_gardens=0.25, props=(5, 10), tree_share=0.5, tree_size=1.2,
