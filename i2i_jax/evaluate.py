@@ -27,8 +27,8 @@ Exit codes (`i2i_jax.cli`): 0 report written; 2 a usage error, in one line
 naming the flag and the file (a missing folder, translated files that do not
 match the source files, an unreadable image or label, a setting out of range),
 checked before the slow stages where it can be; 3 a failure that is not about
-the inputs (the standard Inception weights cannot be had with
---fd_network=inception, a segmenter that cannot be loaded, a bug).
+the inputs (--out cannot be written, the standard Inception weights cannot be
+had with --fd_network=inception, a segmenter that cannot be loaded, a bug).
 """
 
 import contextlib
@@ -80,6 +80,13 @@ class _Field:
 
   def __len__(self) -> int:
     return len(self.order)
+
+  def relpath(self, index: int) -> str:
+    """The relative path (or id) of record `index`."""
+    files = getattr(self.source, "files", None)
+    if files is not None:
+      return files[self.order[index]]
+    return self.source[self.order[index]]["relpath"]
 
   def __getitem__(self, index: int) -> np.ndarray:
     record = self.source[self.order[index]]
@@ -189,7 +196,8 @@ def _check_settings(*, fd_network: str, inception_weights: str, segmenter: str,
   """Raises cli.UsageError naming the first setting out of its range."""
   if fd_network not in FD_NETWORKS:
     raise cli.UsageError(f"--fd_network={fd_network!r}: expected one of {', '.join(FD_NETWORKS)}.")
-  if inception_weights and not os.path.isfile(inception_weights):
+  if fd_network == "inception" and inception_weights and not os.path.isfile(inception_weights):
+    # (--fd_network=auto falls back to random weights instead, with a warning.)
     raise cli.UsageError(f"--inception_weights={inception_weights}: no such file.")
   if segmenter and not os.path.exists(segmenter):
     raise cli.UsageError(f"--segmenter={segmenter}: no such file or folder.")
@@ -199,6 +207,18 @@ def _check_settings(*, fd_network: str, inception_weights: str, segmenter: str,
   for name, (value, minimum) in minimums.items():
     if value < minimum:
       raise cli.UsageError(f"--{name}={value}: must be at least {minimum}.")
+
+
+@contextlib.contextmanager
+def _labels_checked(labels: _Field):
+  """Turns a segmenter's complaint about a label map into a UsageError naming its file."""
+  try:
+    yield
+  except segmenter_lib.InvalidLabelsError as e:
+    flag = {"source": "labels", "target": "target_labels"}[labels.flag]
+    raise cli.UsageError(f"--{flag}: the label map of {labels.relpath(e.index)}: {e} Labels "
+                         "are single-channel PNGs of Cityscapes train ids (0-18, 255 = "
+                         "ignore).") from e
 
 
 def _duration(seconds: float) -> str:
@@ -247,8 +267,8 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     cli.UsageError: a missing folder, translated files that do not match the
       source files, an unreadable input file or a setting out of range (the
       message names the flag and the file).
-    cli.RunError: --fd_network=inception without its weights, or a segmenter
-      that cannot be loaded.
+    cli.RunError: --out cannot be written, --fd_network=inception without its
+      weights, or a segmenter that cannot be loaded.
   """
   _check_settings(fd_network=fd_network, inception_weights=inception_weights,
                   segmenter=segmenter, segmenter_steps=segmenter_steps,
@@ -261,6 +281,12 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   translated_data = _open("translated", translated)
   target_data = _open("target", target, target_labels)
   order = match_translated(_relpaths(source_data), _relpaths(translated_data), translated)
+  try:
+    os.makedirs(out, exist_ok=True)
+    if not os.access(out, os.W_OK):
+      raise PermissionError("cannot write into it")
+  except OSError as e:
+    raise cli.RunError(f"--out={out}: {e}") from e
   if fd_network != "none":
     for flag, data in (("source", source_data), ("target", target_data)):
       if len(data) < 2:
@@ -328,10 +354,11 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     notes.append(f"Segmenter: {segmenter}.")
   elif segmenter_stage:
     with stage(segmenter_stage):
-      segment_fn = segmenter_lib.train_segmenter(
-          target_images if on_target else source_images,
-          target_labels_seq if on_target else source_labels, len(semantic.CITYSCAPES_CLASSES),
-          steps=segmenter_steps, image_size=train_size, seed=seed, progress=progress)
+      with _labels_checked(target_labels_seq if on_target else source_labels):
+        segment_fn = segmenter_lib.train_segmenter(
+            target_images if on_target else source_images,
+            target_labels_seq if on_target else source_labels, len(semantic.CITYSCAPES_CLASSES),
+            steps=segmenter_steps, image_size=train_size, seed=seed, progress=progress)
     notes.append(f"Segmenter: a small U-Net trained {segmenter_steps} steps on "
                  f"{'Y' if on_target else 'X'}'s labels (seed {seed}); scores measure "
                  "consistency, not absolute segmentation quality.")
@@ -357,9 +384,11 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
 
   if run_downstream:
     with stage(downstream_stage):
-      sections["downstream"] = downstream.DownstreamGainEvaluator(
-          source_images, source_labels, target_images, target_labels_seq, steps=downstream_steps,
-          image_size=train_size, seed=seed, progress=progress).run(translated_images)
+      with _labels_checked(source_labels):
+        sections["downstream"] = downstream.DownstreamGainEvaluator(
+            source_images, source_labels, target_images, target_labels_seq,
+            steps=downstream_steps, image_size=train_size, seed=seed,
+            progress=progress).run(translated_images)
   elif downstream_steps:
     notes.append("Downstream section skipped: it needs labels for both X and Y.")
   with stage(titles[-1]):

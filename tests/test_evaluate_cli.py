@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
 from i2i_jax import evaluate
@@ -100,6 +102,35 @@ def test_an_unreadable_image_is_named_in_one_line_and_exit_2(folders, tmp_path):
                    "--downstream_steps=0")
   # Stage lines and bars come before it; the error is the last line.
   assert_usage_error(result, "--target", "00001.png", only_line=False)
+
+
+def test_an_output_that_cannot_be_a_folder_is_one_line_and_exit_3(folders, tmp_path):
+  out = tmp_path / "report"
+  out.write_text("a file where the report folder should go")
+  result = run_cli(f"--source={folders / 'val' / 'sim' / 'images'}",
+                   f"--translated={folders / 'val' / 'real' / 'images'}",
+                   f"--target={folders / 'train' / 'real' / 'images'}", f"--out={out}")
+  assert result.returncode == 3, result.stderr
+  assert "Traceback" not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith(f"python -m i2i_jax.evaluate: error: --out={out}: ")
+
+
+def test_label_ids_beyond_the_classes_name_the_label_file_and_exit_2(folders, tmp_path):
+  target = tmp_path / "target"
+  shutil.copytree(folders / "train" / "real", target)
+  label_path = target / "labels" / "00002.png"
+  label = np.asarray(Image.open(label_path)).copy()
+  label[0, 0] = 33  # a Cityscapes label id (license plate), not a train id
+  Image.fromarray(label).save(label_path)
+  result = run_cli(f"--source={folders / 'val' / 'sim' / 'images'}",
+                   f"--translated={folders / 'val' / 'real' / 'images'}",
+                   f"--target={target / 'images'}", f"--target_labels={target / 'labels'}",
+                   f"--out={tmp_path / 'out'}", "--fd_network=none", "--segmenter_steps=1",
+                   "--downstream_steps=0")
+  assert_usage_error(result, "--target_labels", "00002.png", "class ids 33", "train ids",
+                     only_line=False)
 
 
 def test_matching_ignores_the_extension_and_reorders():

@@ -92,6 +92,14 @@ class FlaxSegmenter:
     return cls(config["num_classes"], params, config["features"])
 
 
+class InvalidLabelsError(ValueError):
+  """A label map holds class ids beyond the classes; `index` is its position in the sequence."""
+
+  def __init__(self, index: int, message: str):
+    super().__init__(message)
+    self.index = index
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """[h, w, 3] uint8 -> [height, width, 3] uint8 (bilinear)."""
   if image.shape[:2] == (height, width):
@@ -118,7 +126,8 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
   Args:
     images: sequence of [H, W, 3] uint8.
     labels: sequence of [H, W] uint8 class ids, aligned with `images`.
-    num_classes: number of classes; labels >= num_classes other than 255 are an error.
+    num_classes: number of classes; labels >= num_classes other than 255 are an
+      InvalidLabelsError.
     steps, batch_size, learning_rate: optimisation.
     image_size: (height, width) every pair is resized to; default the first image's size.
     seed: seeds the initialisation and the batch order.
@@ -140,8 +149,11 @@ def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], 
   label_array = np.stack([label for _, label in pairs])
   invalid = (label_array >= num_classes) & (label_array != IGNORE_LABEL)
   if invalid.any():
-    raise ValueError(f"Label map {int(np.argmax(invalid.any(axis=(1, 2))))} has class ids >= "
-                     f"num_classes={num_classes} (other than {IGNORE_LABEL}).")
+    index = int(np.argmax(invalid.any(axis=(1, 2))))
+    found = ", ".join(str(value) for value in np.unique(label_array[index][invalid[index]])[:5])
+    raise InvalidLabelsError(
+        index, f"Label map {index} has class ids {found} >= num_classes={num_classes} (other "
+        f"than {IGNORE_LABEL}); are they Cityscapes label ids instead of train ids?")
   model = SmallUNet(num_classes, tuple(features))
   params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, height, width, 3), jnp.uint8))["params"]
   optimizer = optax.adam(learning_rate)
