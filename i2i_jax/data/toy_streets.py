@@ -705,7 +705,8 @@ def write_folder(out: str, n: int, style: str = "both", split: str = "train",
       _write_file(_png_bytes(label), os.path.join(out, s, "labels", f"{i:05d}.png"))
       _write_file(_png_bytes(instance_map),
                   os.path.join(out, s, "instances", f"{i:05d}.png"))
-      _write_file((json.dumps(instances, indent=1) + "\n").encode(),
+      # One instance per line: readable, and diffs of two runs line up.
+      _write_file(("[\n" + ",\n".join(json.dumps(a) for a in instances) + "\n]\n").encode(),
                   os.path.join(out, s, "instances", f"{i:05d}.json"))
       counts += np.bincount(label.ravel(), minlength=256)
     frequencies[f"{s}:{split}"] = counts[:len(CLASS_NAMES)] / counts.sum()
