@@ -1,6 +1,7 @@
 """python -m i2i_jax.evaluate on toy_streets folders."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -161,7 +162,8 @@ def test_report_without_feature_network_has_flips_and_detail_from_seg_of_x(folde
 
 @pytest.mark.slow
 def test_offline_report_labels_the_random_feature_network_and_has_flips_and_detail(
-    folders, tmp_path):
+    folders, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
   out = tmp_path / "out"
   # No weights given and none downloadable from a missing file: auto falls back.
   written = evaluate.evaluate(
@@ -193,3 +195,9 @@ def test_offline_report_labels_the_random_feature_network_and_has_flips_and_deta
       assert (out / picture).exists() and f"]({picture})" in markdown
   assert report["pictures"]["flips"] == ["flip_matrix.png", "flips_worst_0.png",
                                          "flips_worst_1.png"]
+  # Every section announces itself, numbered, and says how long it took.
+  stages = [message for message in caplog.messages if message.startswith("evaluate [")]
+  for number, section in enumerate(["feature network", "fid", "domain_gap", "segmenter",
+                                    "semantic", "flips", "detail", "downstream", "report"], 1):
+    assert any(message.startswith(f"evaluate [{number}/9] {section}: ") and "done in" in message
+               for message in stages), (section, stages)
