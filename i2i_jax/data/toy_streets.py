@@ -693,8 +693,8 @@ def write_folder(out: str, n: int, style: str = "both", split: str = "train",
   frequencies = {}
   for s in styles:
     seeds = split_seeds(s, split)
-    if n > len(seeds):
-      raise ValueError(f"toy_streets: --n {n} exceeds the {len(seeds)} scenes of {split!r}")
+    if not 0 < n <= len(seeds):
+      raise ValueError(f"toy_streets: --n {n} outside 1..{len(seeds)}, the scenes of {split!r}")
     for sub in ("images", "labels", "instances"):
       os.makedirs(os.path.join(out, s, sub), exist_ok=True)
     counts = np.zeros(256, np.int64)
@@ -727,7 +727,9 @@ def main(argv=None):
   parser.add_argument("--stats", action="store_true",
                       help="print the class frequencies of every style, write nothing")
   parser.add_argument("--n", type=int, default=1000, help="images per style")
-  parser.add_argument("--style", default="both", choices=(*STYLES, *STYLE_GROUPS))
+  parser.add_argument("--style", default="both", choices=(*STYLES, *STYLE_GROUPS),
+                      help="a style, 'both' (sim, real) or 'detail' (sim_detail, "
+                      "real_detail, real_mismatch); --stats prints every style")
   parser.add_argument("--split", default="train", choices=SPLITS)
   parser.add_argument("--height", type=int, default=256)
   parser.add_argument("--width", type=int, default=512)
