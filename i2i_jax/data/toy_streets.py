@@ -190,8 +190,7 @@ def colorize(label: np.ndarray) -> np.ndarray:
 
 
 class _Canvas:
-  """A label map, a per-pixel base colour and (optionally) an instance-id map,
-  painted back to front.
+  """The label, base-colour and (optional) instance maps of a scene, painted back to front.
 
   Instances are numbered from 1 in the order they are started
   (`new_instance`); every paint call writes its `instance` (0 = none) where it
