@@ -162,7 +162,7 @@ class _FeaturesOnce:
     self.progress = progress
     self._computed: dict[int, tuple[_Field, np.ndarray]] = {}
 
-  def __call__(self, images: "_Field") -> np.ndarray:
+  def __call__(self, images: _Field) -> np.ndarray:
     """images: a `_Field` of [H, W, 3] uint8 -> [N, 2048] float32 features.
 
     Raises:
@@ -305,8 +305,8 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   if segmenter:
     segmenter_stage = f"segmenter: loading {segmenter}"
   elif on_target or source_labels is not None:
-    segmenter_stage = (f"segmenter: training a small U-Net {segmenter_steps} steps on "
-                       f"{'Y' if on_target else 'X'}'s labels")
+    segmenter_stage = ("segmenter: training a small U-Net on "
+                       f"{'Y' if on_target else 'X'}'s labels ({segmenter_steps} steps)")
   else:
     segmenter_stage = None
   run_downstream = bool(downstream_steps) and source_labels is not None and on_target

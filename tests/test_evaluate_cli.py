@@ -148,7 +148,7 @@ def test_report_without_feature_network_has_flips_and_detail_from_seg_of_x(folde
                    "--worst_k=1")
   assert result.returncode == 0, result.stderr
   # Each stage says when it starts and how long it took.
-  for stage in ("[1/4] segmenter: training a small U-Net 20 steps on Y's labels ...",
+  for stage in ("[1/4] segmenter: training a small U-Net on Y's labels (20 steps) ...",
                 "[2/4] flips:", "[3/4] detail:", "[4/4] report:"):
     assert stage in result.stderr, stage
   assert result.stderr.count(": done in ") == 4
