@@ -66,6 +66,7 @@ def test_bad_files_become_error_records_naming_the_problem(tmp_path):
   _save(images / "5_no_label.png", _image(5))
   _save(images / "6_rgb_label.png", _image(5))
   _save(labels / "6_rgb_label.png", _image(1))
+  (images / "7_corrupt_no_label.png").write_text("hello")
 
   source = sources.open_source(f"folder:{images}", labels=str(labels))
   records = [source[i] for i in range(len(source))]
@@ -78,6 +79,8 @@ def test_bad_files_become_error_records_naming_the_problem(tmp_path):
   assert "8x6" in reasons["4_wrong_size.png"] and "9x6" in reasons["4_wrong_size.png"]
   assert "no label" in reasons["5_no_label.png"]
   assert "mode RGB" in reasons["6_rgb_label.png"]
+  # The image's own problem comes first: a label would not make it readable.
+  assert "UnidentifiedImageError" in reasons["7_corrupt_no_label.png"]
 
 
 def test_missing_and_empty_folders_are_errors_that_name_them(tmp_path):

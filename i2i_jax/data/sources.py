@@ -170,9 +170,10 @@ class FolderSource:
     if not self.label_root:
       return _read(relpath, os.path.join(self.root, relpath))
     label = self.label_path(relpath)
-    if label is None:
+    record = _read(relpath, os.path.join(self.root, relpath), label)
+    if label is None and not is_bad(record):  # an unreadable image says so first
       return bad_record(relpath, f"no label for it under {self.label_root!r}")
-    return _read(relpath, os.path.join(self.root, relpath), label)
+    return record
 
   def __repr__(self) -> str:
     return f"FolderSource({self.root!r}, labels={self.label_root!r}, n={len(self)})"
