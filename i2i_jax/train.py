@@ -18,17 +18,25 @@ Flags that matter:
                          An unknown key or a value of the wrong type is an error
                          naming the key, before anything is compiled.
 
-SIGTERM (TPU/SLURM preemption) finishes the current step, saves a checkpoint
-and exits 0; a non-finite loss stops the run with the step and the loss named,
-saving nothing new. View the logs with `tensorboard --logdir DIR/tensorboard`.
+Stopping and bad input (exit codes as in i2i_jax/cli.py):
+  SIGTERM (TPU/SLURM preemption) finishes the current step, saves a checkpoint
+  and exits 0; Ctrl-C (SIGINT) does the same and exits 130 (twice: at once).
+  A bad flag, config file or key, or a workdir trained with another model
+  config: one line naming it, exit 2, nothing written. A damaged newest
+  checkpoint is moved to DIR/damaged_checkpoints/ with a warning and the run
+  resumes from the newest intact one; none intact, a non-finite loss (the step
+  and the loss named, nothing new saved) or an unwritable workdir: one line,
+  exit 3. A run already at config.total_steps says so and writes nothing.
+View the logs with `tensorboard --logdir DIR/tensorboard`.
 """
 
+import datetime
+import difflib
 import functools
-import signal
+import re
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
@@ -37,11 +45,14 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
+# The module behind config_flags, for its config file loader (ConfigFileFlagParser).
+from ml_collections.config_flags import config_flags as config_flags_module
 import numpy as np
 from PIL import Image
 import tensorboardX
 
 from i2i_jax import checkpoint
+from i2i_jax import cli
 from i2i_jax import convert
 from i2i_jax import sharding
 from i2i_jax import training
@@ -51,6 +62,12 @@ from i2i_jax.models import vsait
 
 # Crops used only to trace shapes at initialisation (the nets are fully convolutional).
 _INIT_IMAGE_SHAPE = (64, 64)
+# TensorBoard tag of the image grids ("|" is not allowed in tags).
+IMAGE_GRID_TAG = "samples/source_translated_target"
+
+
+class ConfigError(ValueError):
+  """A setting, or an input the config names, cannot work; found before anything is written."""
 
 
 class MetricWriter:
@@ -160,32 +177,50 @@ def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
   return state, shardings
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (single process).
+class _StopRequests:
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) as requests to stop after the current step.
 
-  Multi-process runs use Orbax's `reached_preemption`, which makes every host
-  stop at the same step (JAX's coordination service catches the signal).
+  One process: `cli.StopSignals` catches both (a second Ctrl-C stops at once).
+  Several processes: Orbax's `reached_preemption` makes every host stop at the
+  same step on SIGTERM (JAX's coordination service catches it); Ctrl-C keeps its
+  default there, as one host stopping alone would leave the others waiting.
   """
 
   def __init__(self):
-    self.signalled = False
-    self._previous = None
-    if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._signals = cli.StopSignals() if jax.process_count() == 1 else None
 
-  def _handle(self, signum, frame):
-    del frame
-    logging.warning("received signal %d: stopping after this step", signum)
-    self.signalled = True
+  def __enter__(self) -> "_StopRequests":
+    if self._signals is not None:
+      self._signals.__enter__()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._signals is not None:
+      self._signals.__exit__(*exc_info)
 
   def reached(self, manager, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self.signalled
-    return manager.reached_preemption(step)
+    if self._signals is None:
+      return manager.reached_preemption(step)
+    return self._signals.event.is_set()
 
-  def restore_handler(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+  @property
+  def interrupted(self) -> bool:
+    """Whether the stop came from Ctrl-C (SIGINT) rather than a preemption."""
+    return self._signals is not None and self._signals.exit_code == cli.EXIT_SIGINT
+
+
+def format_duration(seconds: float) -> str:
+  """55 h -> "2 days, 7:00:00"; 21 s -> "0:00:21"."""
+  return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _compile(train_step, state: training.TrainState, batch: dict[str, jax.Array]):
+  """The compiled train step for these shapes, with the compile time logged."""
+  logging.info("compiling the train step")
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  logging.info("compiled the train step in %.1f s", time.perf_counter() - start)
+  return compiled
 
 
 def _check_finite(step: int, metrics: dict[str, float], manager) -> None:
@@ -203,27 +238,47 @@ def _check_finite(step: int, metrics: dict[str, float], manager) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> training.TrainState:
   """Trains (or resumes) up to config.total_steps; returns the final state.
 
+  A workdir with checkpoints resumes from the newest one that can be read (see
+  `checkpoint.restore`); one already at `config.total_steps` is left as it is.
+
   Args:
     config: the run's configuration (configs/vsait.py documents the keys).
     workdir: where checkpoints, TensorBoard events and sample PNGs go.
   Raises:
-    ValueError: naming the config key, for inconsistent settings (before compiling).
+    ConfigError: naming the config key or the input, for settings that cannot
+      work (before anything is written or compiled).
+    checkpoint.ConfigMismatchError: the workdir holds a run of another model config.
+    checkpoint.DamagedCheckpointError: no checkpoint in the workdir can be read.
     FloatingPointError: a loss became NaN/Inf (names the step and the loss).
+    KeyboardInterrupt: Ctrl-C (SIGINT), after finishing and saving the step.
   """
   workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  mesh = sharding.make_mesh()
-  sharding.check_batch_split(config.data.batch_size, config.grad_accum_steps, mesh)
-  fns = training.make_step_functions(config)
-  data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
+  try:
+    mesh = sharding.make_mesh()
+    sharding.check_batch_split(config.data.batch_size, config.grad_accum_steps, mesh)
+    fns = training.make_step_functions(config)
+    logging.info("building the input pipeline: %s -> %s", config.data.source, config.data.target)
+    data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(str(e)) from e
+  logging.info("initialising the networks (VGG weights: %s)", config.model.vgg_weights)
   state, state_shardings = create_state(config, fns, mesh)
 
+  workdir.mkdir(parents=True, exist_ok=True)
   manager = checkpoint.make_manager(workdir, config.checkpoint)
   if manager.latest_step() is not None:
+    logging.info("restoring checkpoint %d from %s", manager.latest_step(),
+                 checkpoint.checkpoint_dir(workdir))
+    state = checkpoint.restore(manager, state, data_iterator, config=config,
+                               set_aside_damaged=True)
     logging.info("resuming from %s, step %d", checkpoint.checkpoint_dir(workdir),
-                 manager.latest_step())
-    state = checkpoint.restore(manager, state, data_iterator)
+                 int(state.step))
   start_step = int(state.step)
+  if start_step >= config.total_steps:
+    logging.info("already finished at step %d (config.total_steps=%d); raise "
+                 "--config.total_steps to train further", start_step, config.total_steps)
+    manager.close()
+    return state
 
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(functools.partial(training.train_step, fns=fns),
@@ -237,7 +292,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   probe = _StyleProbe(config) if config.style_distance_images > 0 else None
   if probe is not None:
     writer.write_scalars(start_step, {"style_distance/source": probe.source_distance})
-  preemption = _Preemption()
   batch_size = config.data.batch_size
   logging.info("training steps %d..%d: %d devices, global batch %d (%d micro-batches), %s",
                start_step + 1, config.total_steps, jax.device_count(), batch_size,
@@ -250,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     source, target = (multihost_utils.process_allgather(batch[k], tiled=True)
                       for k in ("source", "target"))
     grid = image_grid(source[:rows], translated[:rows], target[:rows])
-    writer.write_images(step, {"source|translated|target": grid})
+    writer.write_images(step, {IMAGE_GRID_TAG: grid})
     if jax.process_index() == 0:
       (workdir / "samples").mkdir(exist_ok=True)
       # Through epath, so that gs:// and s3:// workdirs work too.
@@ -263,62 +317,148 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
   pending = None  # (step, device metrics) not yet checked: read one step late
   history = []
-  timer = (time.perf_counter(), start_step)
+  compiled_step = None
   try:
-    for step in range(start_step + 1, config.total_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        host_batch = next(data_iterator)
-        batch = sharding.global_batch(
-            {"source": host_batch["source"], "target": host_batch["target"]}, mesh)
-        state, metrics = train_step(state, batch)
-      if pending is not None:
-        history.append(jax.device_get(pending[1]))
-        _check_finite(pending[0], history[-1], manager)
-      pending = (step, metrics)
+    with _StopRequests() as stop_requests:
+      for step in range(start_step + 1, config.total_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          host_batch = next(data_iterator)
+          batch = sharding.global_batch(
+              {"source": host_batch["source"], "target": host_batch["target"]}, mesh)
+          if compiled_step is None:
+            compiled_step = _compile(train_step, state, batch)
+            timer = (time.perf_counter(), start_step)
+          state, metrics = compiled_step(state, batch)
+        if step == start_step + 1:
+          jax.block_until_ready(metrics)
+          logging.info("first step done in %.1f s", time.perf_counter() - timer[0])
+        if pending is not None:
+          history.append(jax.device_get(pending[1]))
+          _check_finite(pending[0], history[-1], manager)
+        pending = (step, metrics)
 
-      stop = preemption.reached(manager, step)
-      is_last = step == config.total_steps
-      if stop or is_last or manager.should_save(step) or step % config.log_every_steps == 0:
-        history.append(jax.device_get(metrics))
-        _check_finite(step, history[-1], manager)
-        pending = None
-      if step % config.log_every_steps == 0 or is_last:
-        now = time.perf_counter()
-        steps_per_sec = (step - timer[1]) / (now - timer[0])
-        timer = (now, step)
-        scalars = {k: float(np.mean([m[k] for m in history])) for k in history[-1]}
-        scalars.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * batch_size)
-        writer.write_scalars(step, scalars)
-        history = []
-        eta = (config.total_steps - step) / steps_per_sec
-        logging.info("step %d/%d (%.1f%%): g_total %.4f d_total %.4f, %.2f steps/s, "
-                     "%.1f images/s, ETA %s", step, config.total_steps,
-                     100 * step / config.total_steps, scalars["g_total"],
-                     scalars["d_total"], steps_per_sec, steps_per_sec * batch_size,
-                     time.strftime("%H:%M:%S", time.gmtime(eta)))
-      if step % config.log_images_every == 0 or is_last:
-        log_images(step, batch)
-      if stop or is_last or manager.should_save(step):
-        checkpoint.save(manager, step, state, data_iterator, config, force=stop or is_last)
-      if stop:
-        manager.wait_until_finished()
-        logging.warning("preempted: saved checkpoint %d in %s; exiting", step,
-                        checkpoint.checkpoint_dir(workdir))
-        break
+        stop = stop_requests.reached(manager, step)
+        is_last = step == config.total_steps
+        if stop or is_last or manager.should_save(step) or step % config.log_every_steps == 0:
+          history.append(jax.device_get(metrics))
+          _check_finite(step, history[-1], manager)
+          pending = None
+        if step % config.log_every_steps == 0 or is_last:
+          now = time.perf_counter()
+          steps_per_sec = (step - timer[1]) / (now - timer[0])
+          timer = (now, step)
+          scalars = {k: float(np.mean([m[k] for m in history])) for k in history[-1]}
+          scalars.update(steps_per_sec=steps_per_sec, images_per_sec=steps_per_sec * batch_size)
+          writer.write_scalars(step, scalars)
+          history = []
+          eta = (config.total_steps - step) / steps_per_sec
+          logging.info("step %d/%d (%.1f%%): g_total %.4f d_total %.4f, %.2f steps/s, "
+                       "%.1f images/s, ETA %s", step, config.total_steps,
+                       100 * step / config.total_steps, scalars["g_total"],
+                       scalars["d_total"], steps_per_sec, steps_per_sec * batch_size,
+                       format_duration(eta))
+        if step % config.log_images_every == 0 or is_last:
+          log_images(step, batch)
+        if stop or is_last or manager.should_save(step):
+          checkpoint.save(manager, step, state, data_iterator, config, force=stop or is_last)
+        if stop and not is_last:
+          manager.wait_until_finished()
+          if stop_requests.interrupted:
+            logging.warning("interrupted: saved checkpoint %d in %s; run the same command to "
+                            "resume", step, checkpoint.checkpoint_dir(workdir))
+            raise KeyboardInterrupt
+          logging.warning("preempted: saved checkpoint %d in %s; exiting", step,
+                          checkpoint.checkpoint_dir(workdir))
+          break
   finally:
-    preemption.restore_handler()
     manager.wait_until_finished()
     writer.close()
   logging.info(data_iterator.skipped_summary())
   return state
 
 
+def _config_file_argument(argv: list[str]) -> str | None:
+  """FILE of the last `--config=FILE` or `--config FILE` in `argv` (absl's choice), or None."""
+  path = None
+  for i, argument in enumerate(argv):
+    if re.match(r"--?config=", argument):
+      path = argument.split("=", 1)[1]
+    elif argument in ("--config", "-config") and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path
+
+
+def _unknown_config_key(config: ml_collections.ConfigDict, key: str, path: str) -> str | None:
+  """Why `key` ("model.res_chanels") is not a field of `config` (from file `path`), or None.
+
+  Names the closest fields at the level where the key breaks off.
+  """
+  node = config
+  parts = key.split(".")
+  for depth, part in enumerate(parts):
+    parent = ".".join(parts[:depth])
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f"{parent} in {path} is {node!r}, it has no key {part!r}"
+    if part not in node:
+      prefix = f"{parent}." if parent else ""
+      fields = sorted(node.keys())
+      close = difflib.get_close_matches(part, fields, n=3, cutoff=0.5)
+      hint = (f"did you mean {', '.join(prefix + c for c in close)}?" if close
+              else f"its keys: {', '.join(prefix + f for f in fields)}")
+      return f"{path} has no key {prefix}{part} ({hint})"
+    node = node[part]
+  return None
+
+
+def _last_line(error: Exception) -> str:
+  """config_flags' errors end with the cause ("[Errno 2] No such file ...")."""
+  lines = str(error).strip().splitlines()
+  return lines[-1].strip() if lines else type(error).__name__
+
+
+def _explain_config_error(argv: list[str], error: Exception) -> str:
+  """One line for an error config_flags raised while loading --config and its overrides."""
+  path = _config_file_argument(argv)
+  try:
+    config = config_flags_module.ConfigFileFlagParser("config").parse(path)
+    config.get("model")  # the stand-in for a file that did not load raises here
+  except Exception as e:  # pylint: disable=broad-except
+    return f"--config={path}: cannot load it ({_last_line(e)})"
+  for argument in argv[1:]:
+    override = re.match(r"--?(?:no)?config\.([^=\[]+)", argument)
+    problem = override and _unknown_config_key(config, override.group(1), path)
+    if problem:
+      return f"{argument.split('=', 1)[0]}: {problem}"
+  return f"--config={path}: {type(error).__name__}: {_last_line(error)}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """`cli.parse_flags`, with config files and keys that config_flags rejects in one line.
+
+  config_flags loads --config and applies the --config.KEY overrides while the
+  flags are parsed, raising KeyError or AttributeError (an unknown key: the
+  message names only its last part) or OSError (a file that does not load; with
+  no override, only when the config is first used).
+  """
+  try:
+    remaining = cli.parse_flags(argv)
+    _CONFIG.value.get("model")
+  except (AttributeError, KeyError, IndexError, OSError, TypeError, ValueError) as e:
+    cli.fail(_explain_config_error(argv, e), cli.EXIT_USAGE)
+  return remaining
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
   checkpoint.quiet_orbax_logs()
   sharding.maybe_initialize_distributed()
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, checkpoint.ConfigMismatchError) as e:
+    raise cli.UsageError(str(e)) from e
+  except (checkpoint.CheckpointError, FloatingPointError, OSError) as e:
+    raise cli.RunError(str(e)) from e
 
 
 if __name__ == "__main__":
@@ -329,4 +469,4 @@ if __name__ == "__main__":
       "config", None, "Training configuration file (see configs/).", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main, flags_parser=_parse_flags)

@@ -6,6 +6,7 @@ subprocess, as a user or a cluster would.
 """
 
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -112,6 +113,54 @@ def test_non_finite_loss_stops_and_saves_nothing_new(tmp_path):
   assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [1]
 
 
+def _truncate_largest_file(step_dir):
+  """Cuts the largest array file of a saved state to 1000 bytes, as a full disk would."""
+  largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(1000)
+
+
+def _files(directory):
+  return {str(p.relative_to(directory)): p.stat().st_size
+          for p in directory.rglob("*") if p.is_file()}
+
+
+def test_format_duration_counts_days():
+  assert train.format_duration(55 * 3600) == "2 days, 7:00:00"
+  assert train.format_duration(21.4) == "0:00:21"
+
+
+@pytest.mark.slow
+def test_finished_run_writes_nothing_and_a_damaged_checkpoint_is_skipped(tmp_path, caplog):
+  """Image grids under a legal tag; a rerun of a finished run adds nothing; damage is set aside."""
+  config = _config(total_steps=4)
+  config.log_images_every = 2
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert "is illegal" not in caplog.text  # tensorboardX renaming the image tag
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert train.IMAGE_GRID_TAG.encode() in events[0].read_bytes()
+
+  before = _files(tmp_path)
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 4
+  assert ("already finished at step 4 (config.total_steps=4); raise --config.total_steps"
+          in caplog.text)
+  assert "training steps" not in caplog.text
+  assert _files(tmp_path) == before
+
+  _truncate_largest_file(tmp_path / "checkpoints" / "4")
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    assert int(train.train_and_evaluate(_config(total_steps=5), str(tmp_path)).step) == 5
+  assert f"{tmp_path / 'checkpoints' / '4'} cannot be read" in caplog.text
+  assert "resuming from" in caplog.text and "step 2" in caplog.text.split("resuming from")[1]
+  assert (tmp_path / "damaged_checkpoints" / "4" / "state").is_dir()
+  assert checkpoint.make_manager(tmp_path, read_only=True).all_steps() == [1, 2, 4, 5]
+
+
 def _train_command(workdir, *overrides):
   return [sys.executable, "-m", "i2i_jax.train", "--config=configs/tiny.py",
           f"--workdir={workdir}", *overrides]
@@ -123,18 +172,58 @@ def _env(devices=8):
   return env
 
 
-@pytest.mark.parametrize("override,key", [
-    ("--config.model.res_chanels=3", "res_chanels"),
-    ("--config.total_steps=many", "total_steps"),
-    ("--config.sharding.fsdp=maybe", "sharding.fsdp"),
+@pytest.mark.parametrize("arguments,expected", [
+    (["--config.model.res_chanels=3"], ["model.res_chanels", "did you mean model.res_channels"]),
+    (["--config.model.nope=1"], ["model.nope", "model.res_blocks"]),
+    (["--config.total_steps=many"], ["--config.total_steps=many"]),
+    (["--config.sharding.fsdp=maybe"], ["--config.sharding.fsdp=maybe"]),
+    (["--config=configs/nofile.py"], ["configs/nofile.py", "No such file"]),
+    (["--config=configs/nofile.py", "--config.total_steps=3"], ["configs/nofile.py"]),
 ])
-def test_bad_config_fails_before_compiling_naming_the_key(tmp_path, override, key):
-  result = subprocess.run(_train_command(tmp_path, override), cwd=REPO, env=_env(),
+def test_bad_config_fails_in_one_line_naming_the_key_and_creates_nothing(
+    tmp_path, arguments, expected):
+  workdir = tmp_path / "run"
+  result = subprocess.run(_train_command(workdir, *arguments), cwd=REPO, env=_env(devices=1),
                           capture_output=True, text=True, timeout=120)
-  assert result.returncode != 0
-  assert key in result.stderr
-  assert "training steps" not in result.stderr  # stopped before building anything
-  assert not (tmp_path / "checkpoints").exists()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+  for text in expected:
+    assert text in result.stderr
+  assert not workdir.exists()
+
+
+def test_help_exits_zero_with_the_help_on_stdout():
+  result = subprocess.run([sys.executable, "-m", "i2i_jax.train", "--help"], cwd=REPO,
+                          env=_env(devices=1), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert "--config.KEY=VALUE" in result.stdout and "--workdir" in result.stdout
+
+
+def test_workdir_of_another_model_or_without_an_intact_checkpoint_fails_in_one_line(tmp_path):
+  """Another model config: exit 2 naming the keys; every checkpoint damaged: exit 3."""
+  config = tiny.get_config()
+  fns = training.make_step_functions(config)
+  state = training.create_train_state(
+      fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16)))
+  manager = checkpoint.make_manager(tmp_path, config.checkpoint)
+  checkpoint.save(manager, 2, state.replace(step=jnp.asarray(2, jnp.int32)), None, config,
+                  force=True)
+  manager.wait_until_finished()
+  manager.close()
+  other = subprocess.run(_train_command(tmp_path, "--config.model.res_channels=16"), cwd=REPO,
+                         env=_env(devices=1), capture_output=True, text=True, timeout=300)
+  assert other.returncode == 2, other.stderr[-3000:]
+  assert "model.res_channels=8 there, 16 now" in other.stderr
+  assert "another --workdir" in other.stderr and "Traceback" not in other.stderr
+
+  _truncate_largest_file(tmp_path / "checkpoints" / "2")
+  damaged = subprocess.run(_train_command(tmp_path, "--config.total_steps=3"), cwd=REPO,
+                           env=_env(devices=1), capture_output=True, text=True, timeout=300)
+  assert damaged.returncode == 3, damaged.stderr[-3000:]
+  assert f"no checkpoint in {tmp_path / 'checkpoints'} can be read" in damaged.stderr
+  assert "Traceback" not in damaged.stderr
+  assert (tmp_path / "checkpoints" / "2").is_dir()  # nothing moved or deleted
 
 
 def _wait_for(predicate, process, timeout, what):
@@ -160,6 +249,22 @@ def test_sigterm_finishes_the_step_saves_and_exits_zero(tmp_path):
     assert process.wait(timeout=120) == 0
   text = log.read_text()
   assert "preempted: saved checkpoint" in text
+  steps = checkpoint.make_manager(tmp_path, read_only=True).all_steps()
+  assert len(steps) == 2 and steps[0] == 1 and 2 <= steps[1] < 1000, steps
+
+
+def test_ctrl_c_finishes_the_step_saves_and_exits_130(tmp_path):
+  log = tmp_path / "log.txt"
+  with open(log, "w") as out:
+    process = subprocess.Popen(
+        _train_command(tmp_path, "--config.total_steps=1000",
+                       "--config.checkpoint.every_steps=1000"),
+        cwd=REPO, env=_env(devices=1), stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(lambda: "step 2/1000" in log.read_text(), process, 180, "step 2")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+  text = log.read_text()
+  assert "interrupted: saved checkpoint" in text and "Traceback" not in text
   steps = checkpoint.make_manager(tmp_path, read_only=True).all_steps()
   assert len(steps) == 2 and steps[0] == 1 and 2 <= steps[1] < 1000, steps
 
