@@ -250,6 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     checkpoint.ConfigMismatchError: the workdir holds a run of another model config.
     checkpoint.DamagedCheckpointError: no checkpoint in the workdir can be read.
     FloatingPointError: a loss became NaN/Inf (names the step and the loss).
+    OSError: the workdir cannot be created or written.
     KeyboardInterrupt: Ctrl-C (SIGINT), after finishing and saving the step.
   """
   workdir = epath.Path(workdir)
@@ -264,7 +265,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   logging.info("initialising the networks (VGG weights: %s)", config.model.vgg_weights)
   state, state_shardings = create_state(config, fns, mesh)
 
-  workdir.mkdir(parents=True, exist_ok=True)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"cannot create the workdir {workdir} ({e.strerror or e})") from e
   manager = checkpoint.make_manager(workdir, config.checkpoint)
   if manager.latest_step() is not None:
     logging.info("restoring checkpoint %d from %s", manager.latest_step(),

@@ -193,6 +193,16 @@ def test_bad_config_fails_in_one_line_naming_the_key_and_creates_nothing(
   assert not workdir.exists()
 
 
+def test_a_workdir_that_cannot_be_created_fails_in_one_line_with_exit_3(tmp_path):
+  workdir = tmp_path / "a_file"
+  workdir.write_text("not a directory")
+  result = subprocess.run(_train_command(workdir), cwd=REPO, env=_env(devices=1),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 3, result.stderr[-3000:]
+  assert f"cannot create the workdir {workdir}" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_help_exits_zero_with_the_help_on_stdout():
   result = subprocess.run([sys.executable, "-m", "i2i_jax.train", "--help"], cwd=REPO,
                           env=_env(devices=1), capture_output=True, text=True, timeout=120)
