@@ -42,7 +42,6 @@ from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 # The module behind config_flags, for its config file loader (ConfigFileFlagParser).
