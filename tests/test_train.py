@@ -274,6 +274,11 @@ def test_ctrl_c_finishes_the_step_saves_and_exits_130(tmp_path):
     assert process.wait(timeout=120) == 130
   text = log.read_text()
   assert "interrupted: saved checkpoint" in text and "Traceback" not in text
+  # Each start-up stage says what it is doing before the first step's line.
+  stages = ["building the input pipeline", "initialising the networks",
+            "compiling the train step", "compiled the train step in", "first step done in",
+            "step 1/1000"]
+  assert sorted(stages, key=text.index) == stages
   steps = checkpoint.make_manager(tmp_path, read_only=True).all_steps()
   assert len(steps) == 2 and steps[0] == 1 and 2 <= steps[1] < 1000, steps
 
