@@ -749,6 +749,8 @@ def main(argv: Sequence[str]) -> int:
                                    tfds_data_dir=_TFDS_DATA_DIR.value)
       check_output_location(source, _OUTPUT.value)
       generator = checkpoint_lib.load_generator(checkpoint_path, step, _DTYPE.value)
+    except checkpoint_lib.CheckpointError as e:
+      raise cli.RunError(str(e)) from e
     except (FileNotFoundError, ValueError) as e:
       raise cli.UsageError(str(e)) from e
     device_count = jax.local_device_count()

@@ -8,6 +8,7 @@ the files they leave behind.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -464,3 +465,26 @@ def test_an_output_that_cannot_be_written_stops_the_run_with_exit_3(workdir, tmp
   blocked = run_cli(f"--workdir={workdir}", f"--input={images}",
                     f"--output={output}/images/sub")
   assert blocked.returncode == 3 and "Traceback" not in blocked.stderr
+
+
+def test_a_damaged_checkpoint_falls_back_or_fails_in_one_line(workdir, tmp_path):
+  # A run with two steps, the newest damaged (truncated), as a crash mid-copy leaves it.
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  shutil.copytree(run / "checkpoints" / "0", run / "checkpoints" / "1")
+  largest = max((p for p in (run / "checkpoints" / "1").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+  images = tmp_path / "images"
+  _write_image(str(images / "a.png"), (20, 24, 3), 0)
+
+  fallback = run_cli(f"--workdir={run}", f"--input={images}", f"--output={tmp_path}/out")
+  named = run_cli(f"--workdir={run}", "--step=1", f"--input={images}",
+                  f"--output={tmp_path}/out1")
+
+  assert fallback.returncode == 0, fallback.stderr[-2000:]
+  assert "checkpoints/1 cannot be read" in fallback.stderr
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert manifest["checkpoint"]["step"] == 0
+  assert named.returncode == 3 and "Traceback" not in named.stderr
+  assert "checkpoints/1 cannot be read" in named.stderr.splitlines()[-1]
