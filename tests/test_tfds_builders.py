@@ -128,3 +128,20 @@ def test_image_folder_builds_one_split_per_folder(tmp_path):
   assert "label" not in images_only.info.features
   with pytest.raises(ValueError, match="no split 'train'"):
     sources.open_source("tfds:image_folder/images", tfds_data_dir=str(tmp_path / "data"))
+
+
+def test_image_folder_matches_labels_by_stem_and_names_a_missing_label_folder(tmp_path):
+  manual = tmp_path / "domains"
+  for name in ("a/0.jpg", "a/1.png", "2.png"):
+    _save(str(manual / "sim" / "images" / name), _image(len(name)))
+  for name in ("a/0.png", "2.png"):  # a/1.png has no label: not stored
+    _save(str(manual / "sim" / "labels" / name), np.zeros((12, 20), np.uint8))
+  builder = i2i_tfds.prepare("image_folder/with_labels", str(manual),
+                             str(tmp_path / "data"))
+  assert builder.info.splits["sim"].num_examples == 2
+  stored = _read_all("tfds:image_folder/with_labels:sim", str(tmp_path / "data"))
+  assert sorted(stored) == ["2.png", "a/0.jpg"]
+
+  _save(str(manual / "real" / "images" / "0.png"), _image(0))
+  with pytest.raises(FileNotFoundError, match=str(manual / "real" / "labels")):
+    i2i_tfds.prepare("image_folder/with_labels", str(manual), str(tmp_path / "data2"))

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from i2i_jax.data import files
 from i2i_jax.data import toy_streets
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ERROR_KEY = "error"
 
 
@@ -107,34 +107,13 @@ def _read(relpath: str, image_source, label_source=None) -> dict[str, Any]:
     return bad_record(relpath, f"{type(e).__name__}: {e}")
 
 
-def _list_images(root: str) -> list[str]:
-  """Relative paths of the image files under root, sorted.
-
-  Symlinked folders are followed (data sets are often linked in), each real
-  folder once: a link back up the tree would otherwise list the same files
-  again under ever longer paths, and two such links never end.
-  """
-  found, seen_folders = [], set()
-  for directory, subdirs, names in os.walk(root, followlinks=True):
-    folder = os.stat(directory)
-    if (folder.st_dev, folder.st_ino) in seen_folders:
-      subdirs.clear()
-      continue
-    seen_folders.add((folder.st_dev, folder.st_ino))
-    subdirs.sort()
-    for name in names:
-      if name.lower().endswith(IMAGE_EXTENSIONS):
-        found.append(os.path.relpath(os.path.join(directory, name), root))
-  return sorted(found)
-
-
 class FolderSource:
   """The png/jpg files under a folder, recursive, in sorted order.
 
   Attributes:
     root: the image folder.
     label_root: the label folder ("" for none). The label of "a/b/x.jpg" is
-      "a/b/x.<any image extension>" under label_root.
+      "a/b/x.<any image extension>" under label_root (see `files.LabelFolder`).
     files: the images' paths relative to root, sorted ("a/b/x.jpg", ...).
   """
 
@@ -144,14 +123,11 @@ class FolderSource:
     if label_root and not os.path.isdir(label_root):
       raise FileNotFoundError(f"folder source: label folder {label_root!r} does not exist")
     self.root, self.label_root = root, label_root
-    self.files = tuple(_list_images(root))
+    self.files = tuple(files.list_images(root))
     if not self.files:
-      raise ValueError(f"folder source: no {'/'.join(IMAGE_EXTENSIONS)} files "
+      raise ValueError(f"folder source: no {'/'.join(files.IMAGE_EXTENSIONS)} files "
                        f"under {root!r}")
-    self._labels = {}
-    if label_root:
-      for relpath in _list_images(label_root):
-        self._labels.setdefault(os.path.splitext(relpath)[0], relpath)
+    self._labels = files.LabelFolder(label_root) if label_root else None
 
   @property
   def has_labels(self) -> bool:
@@ -162,8 +138,7 @@ class FolderSource:
 
   def label_path(self, relpath: str) -> str | None:
     """The label file of image `relpath`, or None if it has none."""
-    label = self._labels.get(os.path.splitext(relpath)[0])
-    return os.path.join(self.label_root, label) if label else None
+    return self._labels.path(relpath) if self._labels else None
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     relpath = self.files[index]

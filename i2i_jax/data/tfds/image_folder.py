@@ -17,7 +17,7 @@ import os
 from absl import logging
 import tensorflow_datasets as tfds
 
-from i2i_jax.data import sources
+from i2i_jax.data import files
 
 
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
@@ -54,18 +54,26 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             for split in splits}
 
   def _generate_examples(self, split_dir):
-    with_labels = self.builder_config.name == "with_labels"
-    labels = os.path.join(split_dir, "labels") if with_labels else ""
-    # FolderSource lists and matches the files exactly as folder: sources do.
-    source = sources.FolderSource(os.path.join(split_dir, "images"), labels)
+    images = os.path.join(split_dir, "images")
+    # files.py lists and matches the files exactly as folder: sources do.
+    relpaths = files.list_images(images)
+    if not relpaths:
+      raise ValueError(f"image_folder: no {'/'.join(files.IMAGE_EXTENSIONS)} "
+                       f"files under {images!r}")
+    labels = None
+    if self.builder_config.name == "with_labels":
+      label_root = os.path.join(split_dir, "labels")
+      if not os.path.isdir(label_root):
+        raise FileNotFoundError(f"image_folder: label folder {label_root!r} does not exist")
+      labels = files.LabelFolder(label_root)
     skipped = 0
-    for relpath in source.files:
-      example = {"image": os.path.join(source.root, relpath), "file_name": relpath}
-      if with_labels:
-        label = source.label_path(relpath)
+    for relpath in relpaths:
+      example = {"image": os.path.join(images, relpath), "file_name": relpath}
+      if labels is not None:
+        label = labels.path(relpath)
         if label is None:
           logging.warning("image_folder: skipped %s: no label under %s",
-                          example["image"], labels)
+                          example["image"], labels.root)
           skipped += 1
           continue
         example["label"] = label
