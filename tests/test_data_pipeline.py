@@ -12,6 +12,7 @@ import pytest
 from configs import vsait
 from i2i_jax.data import pipeline
 from i2i_jax.data import preprocess
+from i2i_jax.data import sources
 from i2i_jax.data import toy_streets
 
 # grain's worker processes read absl flags; absl.app.run parses them in main().
@@ -243,6 +244,24 @@ def test_resize_is_nearest_for_labels():
   resized = preprocess.parse("resize(37,51)")[0].map(record)
   assert resized["label"].shape == (37, 51)
   assert set(np.unique(resized["label"])) <= set(np.unique(label))
+
+
+def test_every_op_passes_bad_records_through_and_an_op_without_the_base_is_refused():
+  bad = sources.bad_record("part1/img003.png", "OSError: truncated")
+  rng = np.random.default_rng(0)
+  for op in preprocess.parse("resize(4,4)|random_crop(2,2)|center_crop(2,2)|"
+                             "flip_lr(1.0)|value_range(-1,1)"):
+    out = op.random_map(bad, rng) if isinstance(op, grain.transforms.RandomMap) else op.map(bad)
+    assert out == bad, op
+
+  class Blur(grain.transforms.Map):
+    def map(self, record):
+      return record
+
+  with pytest.raises(TypeError, match="'blur'.*MapOp"):
+    preprocess.register("blur")(Blur)
+  with pytest.raises(ValueError, match="'blur'"):
+    preprocess.parse("blur")
 
 
 def _warnings_naming(caplog, name):

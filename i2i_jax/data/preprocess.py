@@ -15,10 +15,13 @@ Ops:
   flip_lr(p=0.5)      horizontal flip with probability p.
   value_range(lo, hi) uint8 [0, 255] -> float32 [lo, hi].
 
-Register a new op with `@register("name")` on a grain.transforms.Map or
-RandomMap subclass whose constructor takes the op's arguments.
+Register a new op with `@register("name")` on a `MapOp` (define `apply`) or
+`RandomMapOp` (define `apply_random`) subclass whose constructor takes the
+op's arguments; the base passes bad records through, so an op only ever sees
+records with an image.
 """
 
+import abc
 import ast
 import dataclasses
 from typing import Any
@@ -32,15 +35,42 @@ from i2i_jax.data import sources
 _OPS: dict[str, type] = {}
 
 
+class MapOp(grain.transforms.Map):
+  """A deterministic op: `apply` to good records, bad ones pass through."""
+
+  def map(self, record: dict[str, Any]) -> dict[str, Any]:
+    return record if sources.is_bad(record) else self.apply(record)
+
+  @abc.abstractmethod
+  def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+    """The op on a record with an image; may return a bad record instead."""
+
+
+class RandomMapOp(grain.transforms.RandomMap):
+  """A random op: `apply_random` to good records, bad ones pass through."""
+
+  def random_map(self, record: dict[str, Any],
+                 rng: np.random.Generator) -> dict[str, Any]:
+    return record if sources.is_bad(record) else self.apply_random(record, rng)
+
+  @abc.abstractmethod
+  def apply_random(self, record: dict[str, Any],
+                   rng: np.random.Generator) -> dict[str, Any]:
+    """The op on a record with an image; may return a bad record instead."""
+
+
 def register(name: str):
-  """Class decorator adding a preprocessing op under `name`."""
+  """Class decorator adding a preprocessing op (a MapOp or RandomMapOp) under `name`."""
   def wrap(cls):
+    if not issubclass(cls, (MapOp, RandomMapOp)):
+      raise TypeError(f"preprocess op {name!r}: {cls.__name__} must subclass "
+                      "MapOp or RandomMapOp, which pass bad records through")
     _OPS[name] = cls
     return cls
   return wrap
 
 
-def parse(spec: str) -> list[grain.transforms.Map | grain.transforms.RandomMap]:
+def parse(spec: str) -> list[MapOp | RandomMapOp]:
   """Builds the transforms of an op string ("op(args)|op|...").
 
   Raises:
@@ -82,14 +112,12 @@ def _too_small(record, height, width, op) -> dict[str, Any] | None:
 
 @register("resize")
 @dataclasses.dataclass(frozen=True)
-class Resize(grain.transforms.Map):
+class Resize(MapOp):
   """Resizes image (bilinear) and label (nearest) to height x width."""
   height: int
   width: int
 
-  def map(self, record: dict[str, Any]) -> dict[str, Any]:
-    if sources.is_bad(record):
-      return record
+  def apply(self, record: dict[str, Any]) -> dict[str, Any]:
     record = dict(record)
     record["image"] = _resize(record["image"], self.height, self.width,
                               Image.BILINEAR)
@@ -101,14 +129,12 @@ class Resize(grain.transforms.Map):
 
 @register("random_crop")
 @dataclasses.dataclass(frozen=True)
-class RandomCrop(grain.transforms.RandomMap):
+class RandomCrop(RandomMapOp):
   """Crops image and label to height x width at a uniformly random place."""
   height: int
   width: int
 
-  def random_map(self, record: dict[str, Any], rng: np.random.Generator):
-    if sources.is_bad(record):
-      return record
+  def apply_random(self, record: dict[str, Any], rng: np.random.Generator):
     too_small = _too_small(record, self.height, self.width, "random_crop")
     if too_small:
       return too_small
@@ -120,14 +146,12 @@ class RandomCrop(grain.transforms.RandomMap):
 
 @register("center_crop")
 @dataclasses.dataclass(frozen=True)
-class CenterCrop(grain.transforms.Map):
+class CenterCrop(MapOp):
   """Crops image and label to their central height x width."""
   height: int
   width: int
 
-  def map(self, record: dict[str, Any]) -> dict[str, Any]:
-    if sources.is_bad(record):
-      return record
+  def apply(self, record: dict[str, Any]) -> dict[str, Any]:
     too_small = _too_small(record, self.height, self.width, "center_crop")
     if too_small:
       return too_small
@@ -146,12 +170,12 @@ def _crop(record, top, left, height, width):
 
 @register("flip_lr")
 @dataclasses.dataclass(frozen=True)
-class FlipLR(grain.transforms.RandomMap):
+class FlipLR(RandomMapOp):
   """Mirrors image and label left-right with probability p."""
   p: float = 0.5
 
-  def random_map(self, record: dict[str, Any], rng: np.random.Generator):
-    if sources.is_bad(record) or rng.random() >= self.p:
+  def apply_random(self, record: dict[str, Any], rng: np.random.Generator):
+    if rng.random() >= self.p:
       return record
     record = dict(record)
     for key in ("image", "label"):
@@ -162,14 +186,12 @@ class FlipLR(grain.transforms.RandomMap):
 
 @register("value_range")
 @dataclasses.dataclass(frozen=True)
-class ValueRange(grain.transforms.Map):
+class ValueRange(MapOp):
   """Maps the uint8 image [0, 255] to float32 [low, high]."""
   low: float
   high: float
 
-  def map(self, record: dict[str, Any]) -> dict[str, Any]:
-    if sources.is_bad(record):
-      return record
+  def apply(self, record: dict[str, Any]) -> dict[str, Any]:
     record = dict(record)
     scale = (self.high - self.low) / 255.0
     record["image"] = record["image"].astype(np.float32) * scale + self.low
