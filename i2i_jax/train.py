@@ -5,8 +5,9 @@
 Flags that matter:
   --config=FILE          a config file (configs/vsait.py: the paper; demo.py:
                          toy data on a CPU in minutes; gta2cityscapes.py).
-  --workdir=DIR          checkpoints/, tensorboard/ and samples/ go here; a
-                         workdir with a checkpoint is resumed from its last step.
+  --workdir=DIR          checkpoints/, tensorboard/, metrics.jsonl and samples/
+                         go here; a workdir with a checkpoint is resumed from
+                         its last step.
   --config.KEY=VALUE     overrides any config field, e.g.
                            --config.total_steps=1000
                            --config.data.batch_size=8  (global, over all devices)
@@ -30,6 +31,7 @@ Stopping and bad input (exit codes as in i2i_jax/cli.py):
 View the logs with `tensorboard --logdir DIR/tensorboard`.
 """
 
+import dataclasses
 import datetime
 import difflib
 import functools
@@ -39,6 +41,7 @@ from typing import Any
 
 from absl import flags
 from absl import logging
+from clu import parameter_overview
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
@@ -48,11 +51,11 @@ from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_module
 import numpy as np
 from PIL import Image
-import tensorboardX
 
 from i2i_jax import checkpoint
 from i2i_jax import cli
 from i2i_jax import convert
+from i2i_jax import metric_writer
 from i2i_jax import sharding
 from i2i_jax import training
 from i2i_jax.data import pipeline
@@ -67,42 +70,6 @@ IMAGE_GRID_TAG = "samples/source_translated_target"
 
 class ConfigError(ValueError):
   """A setting, or an input the config names, cannot work; found before anything is written."""
-
-
-class MetricWriter:
-  """Scalars, images and texts to TensorBoard event files (process 0) and the log.
-
-  tensorboardX rather than clu.metric_writers: every clu writer module imports
-  TensorFlow (through `clu.metric_writers.__init__`), which this project does
-  not otherwise need. tensorboardX writes the same event files, on a
-  background thread, from numpy and protobuf alone.
-  """
-
-  def __init__(self, logdir: epath.Path):
-    self._writer = None
-    if jax.process_index() == 0:
-      self._writer = tensorboardX.SummaryWriter(logdir=str(logdir))
-
-  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
-    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in scalars.items()))
-    if self._writer is not None:
-      for name, value in scalars.items():
-        self._writer.add_scalar(name, value, global_step=step)
-
-  def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
-    """images: {name: [H, W, 3] float in [0, 1]}."""
-    if self._writer is not None:
-      for name, image in images.items():
-        self._writer.add_image(name, image, global_step=step, dataformats="HWC")
-
-  def write_texts(self, step: int, texts: dict[str, str]) -> None:
-    if self._writer is not None:
-      for name, text in texts.items():
-        self._writer.add_text(name, text, global_step=step)
-
-  def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
 
 
 def image_grid(source: np.ndarray, translated: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -176,6 +143,26 @@ def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
   return state, shardings
 
 
+@dataclasses.dataclass
+class _NetworkSize:
+  """A row of the parameter overview."""
+  network: str
+  parameters: int
+
+
+def parameter_table(variables: dict[str, Any]) -> str:
+  """The trainable networks' parameter counts (generator, map network, discriminator) as a table.
+
+  Counts come from the shapes alone, so sharded global arrays need no gathering.
+  """
+  trainable = {**training.generator_params(variables),
+               "discriminator": training.discriminator_params(variables)}
+  rows = [_NetworkSize(name, int(parameter_overview.count_parameters(params)))
+          for name, params in trainable.items()]
+  rows.append(_NetworkSize("total", sum(row.parameters for row in rows)))
+  return parameter_overview.make_table(rows)
+
+
 class _StopRequests:
   """SIGTERM (preemption) and SIGINT (Ctrl-C) as requests to stop after the current step.
 
@@ -242,7 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
   Args:
     config: the run's configuration (configs/vsait.py documents the keys).
-    workdir: where checkpoints, TensorBoard events and sample PNGs go.
+    workdir: where checkpoints, TensorBoard events, metrics.jsonl (see
+      `metric_writer`) and sample PNGs go.
   Raises:
     ConfigError: naming the config key or the input, for settings that cannot
       work (before anything is written or compiled).
@@ -289,12 +277,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                        out_shardings=(state_shardings, None), donate_argnums=0)
   translate = jax.jit(fns.modules.generator.apply)
 
-  writer = MetricWriter(workdir / "tensorboard")
+  writer = metric_writer.MetricWriter(workdir)
   if start_step == 0:
     writer.write_texts(0, {"config": config.to_json_best_effort(indent=2)})
   probe = _StyleProbe(config) if config.style_distance_images > 0 else None
   if probe is not None:
     writer.write_scalars(start_step, {"style_distance/source": probe.source_distance})
+  logging.info("trainable parameters:\n%s", parameter_table(state.variables))
   batch_size = config.data.batch_size
   logging.info("training steps %d..%d: %d devices, global batch %d (%d micro-batches), %s",
                start_step + 1, config.total_steps, jax.device_count(), batch_size,

@@ -22,9 +22,10 @@ A sweep file is Python with `get_sweep()` returning a dict:
 
 Keys are config paths without the `config.` prefix ("loss.vsa_coef"); every key
 must exist in the base config. `run` writes ROOT/sweep.json (the runs, their
-workdirs and overrides), which `collect` reads. A run's numbers are the last
-value of each TensorBoard scalar in WORKDIR/tensorboard and, when present, the
-metrics of WORKDIR/eval/report.json (`python -m i2i_jax.evaluate --out=WORKDIR/eval`)
+workdirs and overrides), which `collect` reads. A run's numbers are the value
+of each scalar at its last step in WORKDIR/metrics.jsonl (the trainer's metrics
+file; a step logged twice by a resumed run: the later line wins) and, when
+present, the metrics of WORKDIR/eval/report.json (`python -m i2i_jax.evaluate --out=WORKDIR/eval`)
 as "<section>.<name>". Running a sweep again resumes unfinished runs (the
 trainer resumes from each workdir's last checkpoint).
 
@@ -40,14 +41,14 @@ import json
 import math
 import re
 import shlex
-import struct
 import subprocess
 import sys
 from typing import Any
 
 from etils import epath
 import numpy as np
-from tensorboardX.proto import event_pb2
+
+from i2i_jax import metric_writer
 
 LAUNCH_DIR = epath.Path(__file__).parent
 SWEEP_JSON = "sweep.json"
@@ -214,34 +215,20 @@ def run_sweep(args: argparse.Namespace) -> int:
   return 0
 
 
-def _tfrecords(data: bytes):
-  """The records of a TFRecord file (length, crc, bytes, crc; crcs not checked)."""
-  offset = 0
-  while offset + 12 <= len(data):
-    (length,) = struct.unpack_from("<Q", data, offset)
-    end = offset + 12 + length
-    if end + 4 > len(data):  # a record still being written
-      return
-    yield data[offset + 12:end]
-    offset = end + 4
+def final_scalars(workdir: epath.Path) -> tuple[int | None, dict[str, float | None]]:
+  """(last step, {name: value at its last step}) of WORKDIR/metrics.jsonl; (None, {}) without one.
 
-
-def final_scalars(logdir: epath.Path) -> tuple[int | None, dict[str, float]]:
-  """(last step, {tag: value at its last step}) of the TensorBoard event files in `logdir`.
-
-  Read without TensorFlow: event files are TFRecords of `Event` protos, and
-  tensorboardX (the writer train.py uses) ships the proto classes.
+  A step logged twice (a resumed run) counts as its later line; a null value (a
+  NaN or Inf the trainer logged) stays None.
   """
-  last: dict[str, tuple[int, float]] = {}
-  if logdir.exists():
-    for path in sorted(logdir.glob("events.out.tfevents.*")):
-      for record in _tfrecords(path.read_bytes()):
-        event = event_pb2.Event.FromString(record)
-        for value in event.summary.value:
-          if value.HasField("simple_value") and event.step >= last.get(value.tag, (-1,))[0]:
-            last[value.tag] = (event.step, value.simple_value)
+  last: dict[str, tuple[int, float | None]] = {}
+  for record in metric_writer.read_metrics(workdir / metric_writer.METRICS_FILE):
+    step = record["step"]
+    for name, value in record.items():
+      if name not in ("step", "wall_time") and step >= last.get(name, (-1,))[0]:
+        last[name] = (step, value)
   step = max((s for s, _ in last.values()), default=None)
-  return step, {tag: value for tag, (_, value) in last.items()}
+  return step, {name: value for name, (_, value) in last.items()}
 
 
 def eval_metrics(workdir: epath.Path) -> dict[str, float | None]:
@@ -262,7 +249,7 @@ def collect_rows(sweep_plan: dict[str, Any]) -> tuple[list[str], list[dict[str, 
   rows, metric_columns = [], {}
   for run in sweep_plan["runs"]:
     workdir = epath.Path(run["workdir"])
-    step, scalars = final_scalars(workdir / "tensorboard")
+    step, scalars = final_scalars(workdir)
     metrics = {**scalars, **eval_metrics(workdir)}
     metric_columns.update(dict.fromkeys(metrics))
     total = sweep_plan["total_steps"][run["name"]]

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-import tensorboardX
 
+from i2i_jax import metric_writer
 from i2i_jax.metrics import report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -123,17 +123,25 @@ def test_slurm_launcher_emits_one_array_job_over_the_runs_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# sweep.py collect: real TensorBoard event files and evaluation reports
+# sweep.py collect: metrics files written by the trainer's writer, and evaluation reports
 
 
 def _fake_run(workdir, steps, g_total, fid=None):
-  writer = tensorboardX.SummaryWriter(logdir=str(workdir / "tensorboard"))
+  writer = metric_writer.MetricWriter(workdir)
   for step in range(1, steps + 1):
-    writer.add_scalar("g_total", g_total + (steps - step), global_step=step)
-    writer.add_scalar("d_total", 1.0, global_step=step)
+    writer.write_scalars(step, {"g_total": g_total + (steps - step), "d_total": 1.0})
   writer.close()
   if fid is not None:
     report.write_report(str(workdir / "eval"), {"fid": {"fid": fid, "kid": 0.01}}, {}, [], {})
+
+
+def _resume(workdir, step, scalars):
+  """A resumed run logging `step` again, and a line torn by a kill after it."""
+  writer = metric_writer.MetricWriter(workdir)
+  writer.write_scalars(step, scalars)
+  writer.close()
+  with open(workdir / metric_writer.METRICS_FILE, "a") as f:
+    f.write('{"step": 9, "g_total": 0.0')
 
 
 def test_collect_reads_final_scalars_and_eval_reports_and_sorts(tmp_path):
@@ -147,6 +155,7 @@ def test_collect_reads_final_scalars_and_eval_reports_and_sorts(tmp_path):
           pathlib.Path(r["workdir"]) for r in plan["runs"]}
   _fake_run(runs[32, 1.0], 3, g_total=4.0, fid=30.0)
   _fake_run(runs[32, 10.0], 3, g_total=2.0, fid=10.0)
+  _resume(runs[32, 10.0], 3, {"g_total": 5.0, "d_total": float("nan")})
   _fake_run(runs[64, 1.0], 2, g_total=3.0)  # stopped early, not evaluated
 
   result = _run([sys.executable, str(LAUNCH / "sweep.py"), "collect", f"--root={root}",
@@ -155,6 +164,7 @@ def test_collect_reads_final_scalars_and_eval_reports_and_sorts(tmp_path):
   header = [cell.strip() for cell in lines[0].strip("|").split("|")]
   assert header[:5] == ["run", "status", "step", "model.lsh_out_channels", "loss.vsa_coef"]
   assert {"g_total", "d_total", "fid.fid", "fid.kid"} <= set(header)
+  assert "wall_time" not in header
   rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
   assert len(rows) == 4
   # Sorted by FID ascending; runs without a report last.
@@ -162,6 +172,10 @@ def test_collect_reads_final_scalars_and_eval_reports_and_sorts(tmp_path):
       ("32", "10.0", "10"), ("32", "1.0", "30")]
   by_key = {(r["model.lsh_out_channels"], r["loss.vsa_coef"]): r for r in rows}
   assert by_key["32", "1.0"]["g_total"] == "4"  # the last step's value, not the first
+  # Step 3 logged again after a resume: the later line wins (NaN was written as null);
+  # the torn line after it is not read.
+  assert (by_key["32", "10.0"]["step"], by_key["32", "10.0"]["g_total"],
+          by_key["32", "10.0"]["d_total"]) == ("3", "5", "")
   assert (by_key["32", "1.0"]["status"], by_key["64", "1.0"]["status"],
           by_key["64", "10.0"]["status"]) == ("done", "partial", "missing")
   with open(root / "results.csv", newline="") as f:
@@ -197,7 +211,10 @@ def test_local_two_by_two_sweep_of_the_tiny_config_then_collect(tmp_path):
   g_vsa = [float(r["g_vsa"]) for r in rows]
   assert g_vsa == sorted(g_vsa)
   for run in json.loads((root / "sweep.json").read_text())["runs"]:
-    assert (pathlib.Path(run["workdir"]) / "checkpoints" / "2").is_dir()
+    workdir = pathlib.Path(run["workdir"])
+    assert (workdir / "checkpoints" / "2").is_dir()
+    records = metric_writer.read_metrics(workdir / metric_writer.METRICS_FILE)
+    assert [record["step"] for record in records] == [1, 2]
 
 
 # ---------------------------------------------------------------------------

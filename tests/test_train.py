@@ -20,6 +20,7 @@ import pytest
 
 from configs import tiny
 from i2i_jax import checkpoint
+from i2i_jax import metric_writer
 from i2i_jax import train
 from i2i_jax import training
 from i2i_jax.data import pipeline
@@ -36,6 +37,10 @@ def _config(total_steps=4):
   config.data.preprocess = "resize(16,32)|random_crop(16,16)|flip_lr|value_range(-1,1)"
   config.log_images_every = 1000
   return config
+
+
+def _parameter_count(network_variables):
+  return sum(x.size for x in jax.tree.leaves(network_variables["params"]))
 
 
 def _params(state):
@@ -83,11 +88,35 @@ def test_grad_accumulation_rejects_an_uneven_split():
 
 
 @pytest.mark.slow
-def test_resume_is_bit_exact(tmp_path):
-  """4 steps straight == 2 steps, a new process-like restart, 2 more (identical bits)."""
-  straight = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "straight"))
-  train.train_and_evaluate(_config(total_steps=2), str(tmp_path / "resumed"))
-  resumed = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "resumed"))
+def test_resume_is_bit_exact(tmp_path, caplog):
+  """4 steps straight == 2 steps, a new process-like restart, 2 more (identical bits).
+
+  Both runs log their parameter counts at the start, and the resumed run continues
+  metrics.jsonl with the same losses as the straight one.
+  """
+  with caplog.at_level(logging.INFO):
+    straight = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "straight"))
+    train.train_and_evaluate(_config(total_steps=2), str(tmp_path / "resumed"))
+    resumed = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "resumed"))
+  overviews = [record.getMessage() for record in caplog.records
+               if record.getMessage().startswith("trainable parameters:")]
+  assert len(overviews) == 3 and overviews[0] == overviews[1] == overviews[2]
+  counts = {line.split("|")[1].strip(): int(line.split("|")[2].replace(",", ""))
+            for line in overviews[0].splitlines()[4:-1]}
+  assert counts == {
+      "generator": _parameter_count(straight.variables["generator"]),
+      "map_net": _parameter_count(straight.variables["map_net"]),
+      "discriminator": _parameter_count(straight.variables["discriminator"]),
+      "total": sum(_parameter_count(straight.variables[name])
+                   for name in ("generator", "map_net", "discriminator"))}
+  straight_metrics, resumed_metrics = (
+      metric_writer.read_metrics(tmp_path / run / metric_writer.METRICS_FILE)
+      for run in ("straight", "resumed"))
+  assert [r["step"] for r in straight_metrics] == [r["step"] for r in resumed_metrics] == [
+      1, 2, 3, 4]
+  for straight_record, resumed_record in zip(straight_metrics, resumed_metrics):
+    assert {k: v for k, v in straight_record.items() if "per_sec" not in k and k != "wall_time"} \
+        == {k: v for k, v in resumed_record.items() if "per_sec" not in k and k != "wall_time"}
   assert int(straight.step) == int(resumed.step) == 4
   jax.tree.map_with_path(
       lambda path, a, b: np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path)),
