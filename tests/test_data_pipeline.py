@@ -1,5 +1,6 @@
 """The grain training pipeline over real image folders in tmp_path."""
 
+import logging
 import os
 
 from absl import flags
@@ -196,6 +197,7 @@ def test_restored_iterator_continues_with_the_next_batch(folders, tmp_path,
   manager.restore(5, args=ocp.args.Composite(
       data=grain.checkpoint.CheckpointRestore(restored)))
   _assert_same_batches(_take(restored, 4), expected)
+  assert skipped["source"] == 0 and skipped["target"] > 0  # counted in the workers
   assert restored.skipped == skipped
   restored.close()
 
@@ -283,12 +285,18 @@ def test_image_smaller_than_the_crop_is_skipped_counted_and_named_once(folders, 
 
 
 def test_each_bad_file_is_named_once_however_many_epochs(folders, caplog):
+  caplog.set_level(logging.INFO)
   _truncate(os.path.join(str(folders / "source"), "part1", "img003.png"))
   train = pipeline.make_train_iterator(_config(folders), seed=0,
                                        process_index=0, process_count=1)
   _take(train, 10)  # 40 source records: four epochs
   assert train.skipped == {"source": 4, "target": 0}
   assert len(_warnings_naming(caplog, "part1/img003.png")) == 1
+  # 40 good + 4 skipped records: one summary line at the end of each epoch.
+  epochs = [m for m in caplog.messages if m.startswith("input pipeline: source epoch")]
+  assert [m.split(" done;")[0][len("input pipeline: source "):] for m in epochs] == [
+      "epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+  assert epochs[-1].endswith(train.skipped_summary())
 
 
 def test_source_and_target_of_the_same_data_are_warned_about(folders, caplog):

@@ -50,6 +50,18 @@ _SKIPPED_KEY = "skipped"
 DOMAINS = ("source", "target")
 
 
+# Why not `grain.IterDataset.filter`: a filter only answers keep-or-drop per
+# record, so (1) what it drops cannot be counted into the records it keeps,
+# and a count kept beside it would stay in the grain worker process that
+# dropped the file, where the main process's totals cannot see it; (2) its
+# guard against filtering everything is a ratio over windows of 1000 records
+# whose ValueError names neither the data set nor a file. `_DropBadRecords`
+# is the one loop that drops, names, counts into the next good record (which
+# carries the count through the workers with the batch) and stops when every
+# file is unusable; `TrainIterator` adds the counts up in the main process and
+# keeps them in the checkpointed state.
+
+
 class _DropBadRecords(grain.IterDataset):
   """Drops records the source could not read; names and counts them.
 
@@ -107,20 +119,9 @@ class _DropBadRecordsIterator(grain.DatasetIterator):
     self._parent.set_state(state)
 
 
-class _CountSkipped(grain.IterDataset):
-  """Main-process end of the pipeline: takes the skip counts off the batches."""
-
-  def __init__(self, parent: grain.IterDataset, names: dict[str, str],
-               epoch_sizes: dict[str, int]):
-    super().__init__(parent)
-    self._names, self._epoch_sizes = names, epoch_sizes
-
-  def __iter__(self):
-    return TrainIterator(self._parent.__iter__(), self._names, self._epoch_sizes)
-
-
 class TrainIterator(grain.DatasetIterator):
-  """The iterator `make_train_iterator` returns.
+  """The iterator `make_train_iterator` returns: the main-process end of the
+  pipeline, which takes the skip counts off the batches and adds them up.
 
   Attributes:
     skipped: {"source": int, "target": int}, bad records dropped so far on
@@ -343,4 +344,4 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     dataset = dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=data_config.worker_count))
   names = {domain: data_config[domain] for domain in DOMAINS}
-  return iter(_CountSkipped(dataset, names, epoch_sizes))
+  return TrainIterator(iter(dataset), names, epoch_sizes)
