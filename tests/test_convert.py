@@ -1,4 +1,4 @@
-"""Importing PyTorch-layout weights: names, shapes, layouts, files, and the CLI."""
+"""Importing official checkpoints: PyTorch names, shapes and layouts, and the CLI."""
 
 import pathlib
 import subprocess
@@ -10,6 +10,7 @@ import pytest
 
 from configs import tiny
 from i2i_jax import convert
+from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,8 +29,8 @@ def variables(config):
 
 def _official_state_dict(variables, config):
   """What an official Lightning checkpoint's state_dict holds for these weights."""
-  names = convert.vsait_names(config.model, with_vgg=True)
-  state = convert.export_state_dict(variables, names)
+  names = torch_layout.vsait_names(config.model, with_vgg=True)
+  state = torch_layout.export_state_dict(variables, names)
   state = {f"model.{k}": v for k, v in state.items()}
   # Buffers and heads we do not use must be ignored, not rejected.
   state["model.lsh_feat.0._ssq_conv"] = np.ones((1, 1, 16, 16), np.float32)
@@ -48,14 +49,14 @@ def test_round_trip_through_pytorch_layout_is_exact(variables, config):
 def test_missing_parameter_is_named(variables, config):
   state = _official_state_dict(variables, config)
   del state["model.g_net.decoder.net.1.weight"]
-  with pytest.raises(convert.ConversionError, match=r"missing parameter 'g_net\.decoder\.net\.1\.weight'"):
+  with pytest.raises(torch_layout.ConversionError, match=r"missing parameter 'g_net\.decoder\.net\.1\.weight'"):
     convert.import_official_checkpoint(state, config)
 
 
 def test_wrong_shape_names_the_parameter_and_both_shapes(variables, config):
   state = _official_state_dict(variables, config)
   state["model.g_net_map.0.0.conv.weight"] = np.zeros((64, 32, 1, 1), np.float32)
-  with pytest.raises(convert.ConversionError) as error:
+  with pytest.raises(torch_layout.ConversionError) as error:
     convert.import_official_checkpoint(state, config)
   message = str(error.value)
   assert "'g_net_map.0.0.conv.weight'" in message
@@ -66,43 +67,20 @@ def test_architecture_mismatch_is_reported_for_every_parameter(variables, config
   state = _official_state_dict(variables, config)
   wider = config.copy_and_resolve_references()
   wider.model.res_channels = 16
-  with pytest.raises(convert.ConversionError) as error:
+  with pytest.raises(torch_layout.ConversionError) as error:
     convert.import_official_checkpoint(state, wider)
   assert str(error.value).count("has shape") >= 10
 
 
-def test_vgg_npz_file_and_missing_file(tmp_path, variables):
-  names = list(convert.vgg_names())
-  npz = tmp_path / "vgg.npz"
-  np.savez(npz, **convert.export_state_dict(variables, names))
-  loaded = convert.load_vgg_variables(str(npz), None)
-  jax.tree.map(np.testing.assert_array_equal, loaded, variables["vgg"])
-  with pytest.raises(FileNotFoundError, match="nope.pth"):
-    convert.load_vgg_variables(str(tmp_path / "nope.pth"), None)
-
-
-def test_offline_download_says_where_to_put_the_file(tmp_path):
-  with pytest.raises(RuntimeError, match=str(tmp_path / "vgg19-dcbb9e9d.pth")):
-    convert.download_vgg19(tmp_path, url="http://127.0.0.1:9/vgg19-dcbb9e9d.pth")
-  assert not list(tmp_path.iterdir())  # no partial file left behind
-
-
-def test_cached_download_is_used_without_network(tmp_path, monkeypatch):
-  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-  cached = tmp_path / "i2i_jax" / "vgg19-dcbb9e9d.pth"
-  cached.parent.mkdir()
-  cached.write_bytes(b"weights")
-  assert convert.download_vgg19() == cached
-
-
-def test_checksum_mismatch_is_rejected(tmp_path):
-  served = tmp_path / "served"
-  served.mkdir()
-  (served / "vgg19-dcbb9e9d.pth").write_bytes(b"not the real weights")
-  cache = tmp_path / "cache"
-  with pytest.raises(RuntimeError, match="checksum mismatch"):
-    convert.download_vgg19(cache, url=(served / "vgg19-dcbb9e9d.pth").as_uri())
-  assert not (cache / "vgg19-dcbb9e9d.pth").exists()
+def test_vgg_can_come_from_the_config_instead_of_the_checkpoint(tmp_path, variables, config):
+  state = {k: v for k, v in _official_state_dict(variables, config).items()
+           if not k.startswith("model.feature_extractor.")}
+  vgg_npz = tmp_path / "vgg.npz"
+  np.savez(vgg_npz, **torch_layout.export_state_dict(variables, list(torch_layout.vgg_names())))
+  with_vgg_file = config.copy_and_resolve_references()
+  with_vgg_file.model.vgg_weights = str(vgg_npz)
+  back = convert.import_official_checkpoint(state, with_vgg_file, vgg_from_checkpoint=False)
+  jax.tree.map(np.testing.assert_array_equal, back, variables)
 
 
 def test_cli_imports_a_lightning_checkpoint_into_an_orbax_workdir(tmp_path, variables, config):

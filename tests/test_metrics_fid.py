@@ -5,11 +5,13 @@ import os
 import sys
 import types
 
+import jax
 import numpy as np
 import pytest
 
 from i2i_jax.metrics import fid
 from i2i_jax.metrics import inception
+from i2i_jax.models import torch_layout
 
 torch = pytest.importorskip("torch")
 
@@ -122,10 +124,11 @@ def test_flax_inception_matches_torch_fidelity(tmp_path, monkeypatch):
   ours = extractor(images)
   assert ours.shape == expected.shape == (2, inception.FEATURE_DIM)
   assert np.max(np.abs(ours - expected)) <= 1e-4 * np.max(np.abs(expected))
-  # The conversion was cached as .npz; loading it needs no torch and gives the same features.
-  assert os.path.exists(tmp_path / "random_inception.npz")
+  # The arrays used were cached as .npz; loading it needs no torch and gives the same features.
+  assert os.path.exists(tmp_path / "random_inception-pool3.npz")
   cached = inception.InceptionFeatures(
-      inception.load_fid_variables(str(tmp_path / "random_inception.npz")), "FD_test", batch_size=2)
+      inception.load_fid_variables(str(tmp_path / "random_inception-pool3.npz")), "FD_test",
+      batch_size=2)
   np.testing.assert_array_equal(cached(images), ours)
 
 
@@ -138,14 +141,14 @@ def test_resize_matches_torch_fidelity_tf1_bilinear():
   np.testing.assert_allclose(ours, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-3)
 
 
-def test_fetch_fid_weights_offline_names_the_url_and_the_cache_path(tmp_path):
-  with pytest.raises(FileNotFoundError) as error:
-    inception.fetch_fid_weights(str(tmp_path), url="http://127.0.0.1:9/missing.pth")
-  assert str(tmp_path / inception.FID_WEIGHTS_FILENAME) in str(error.value)
-  assert "127.0.0.1:9/missing.pth" in str(error.value)
-
-
-def test_fetch_fid_weights_rejects_a_file_with_the_wrong_hash(tmp_path):
-  (tmp_path / inception.FID_WEIGHTS_FILENAME).write_bytes(b"not the weights")
-  with pytest.raises(ValueError, match="sha256"):
-    inception.fetch_fid_weights(str(tmp_path))
+def test_fid_weights_missing_an_array_are_rejected_naming_it(tmp_path):
+  shapes = inception.fid_variable_shapes()
+  names = torch_layout.fid_inception_names(shapes)
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+  state_dict = torch_layout.export_state_dict(zeros, names)
+  assert state_dict["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)  # OIHW
+  del state_dict["Mixed_7c.branch_pool.bn.running_var"]
+  np.savez(tmp_path / "incomplete.npz", **state_dict)
+  with pytest.raises(torch_layout.ConversionError,
+                     match=r"missing parameter 'Mixed_7c\.branch_pool\.bn\.running_var'"):
+    inception.load_fid_variables(tmp_path / "incomplete.npz")

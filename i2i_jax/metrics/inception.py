@@ -8,11 +8,8 @@ norm epsilon 1e-3). Module names mirror torch-fidelity's state-dict names so the
 weight conversion is mechanical.
 """
 
-import hashlib
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -20,12 +17,21 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-FID_WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-    "weights-inception-2015-12-05-6726825d.pth")
-FID_WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-# torch.hub convention: the file name ends with the first hex digits of its sha256.
-FID_WEIGHTS_SHA256_PREFIX = "6726825d"
+from i2i_jax.models import pretrained
+from i2i_jax.models import torch_layout
+
+FID_WEIGHTS = pretrained.WeightsFile(
+    description="the FID Inception weights",
+    url=("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+         "weights-inception-2015-12-05-6726825d.pth"),
+    filename="pt_inception-2015-12-05-6726825d.pth",
+    sha256_prefix="6726825d",
+    offline_hint="Or pass its path with --inception_weights. Without it, use "
+                 "--fd_network=inception_random_init (a Frechet distance that is not the "
+                 "standard FID).")
+# The arrays of the weights file that the pool features use (all but the classifier).
+_POOL_ARRAYS_TAG = "pool3"
+
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -209,122 +215,31 @@ class FIDInceptionV3(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
-def convert_torch_state_dict(state_dict) -> dict:
-  """torch-fidelity / pytorch-fid FID Inception state dict -> Flax variables.
+def fid_variable_shapes() -> dict:
+  """{"params": ..., "batch_stats": ...} of `FIDInceptionV3` as `jax.ShapeDtypeStruct`s."""
+  images = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  return jax.eval_shape(FIDInceptionV3().init, jax.random.key(0), images)
+
+
+def load_fid_variables(weights_path: str | pathlib.Path) -> dict:
+  """Flax variables from torch-fidelity's FID Inception weights.
 
   Args:
-    state_dict: mapping from torch names (`Mixed_5b.branch1x1.conv.weight`, ...)
-      to arrays (torch tensors or numpy). The classifier (`fc.*`) and
-      `num_batches_tracked` entries are not used by the pool features.
+    weights_path: its `.pth` (needs torch the first time: the arrays used are
+      cached beside it as `<stem>-pool3.npz`) or a `.npz` of its arrays in
+      torch-fidelity's names (`Mixed_5b.branch1x1.conv.weight`, ...).
 
   Returns:
     {"params": ..., "batch_stats": ...} nested dicts of float32 numpy arrays.
-  """
-  variables = {"params": {}, "batch_stats": {}}
-  bn_fields = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-               "running_mean": ("batch_stats", "mean"),
-               "running_var": ("batch_stats", "var")}
-  for name, value in state_dict.items():
-    *path, layer, field = name.split(".")
-    if path and path[0] == "fc" or layer == "fc" or field == "num_batches_tracked":
-      continue
-    value = np.asarray(value, dtype=np.float32)
-    if layer == "conv" and field == "weight":
-      collection, leaf, value = "params", "kernel", value.transpose(2, 3, 1, 0)
-    elif layer == "bn" and field in bn_fields:
-      collection, leaf = bn_fields[field]
-    else:
-      raise ValueError(f"Unexpected FID Inception weight {name!r} with shape {value.shape}.")
-    node = variables[collection]
-    for key in [*path, layer]:
-      node = node.setdefault(key, {})
-    node[leaf] = value
-  return variables
-
-
-def default_cache_dir() -> str:
-  """$XDG_CACHE_HOME/i2i_jax (or ~/.cache/i2i_jax)."""
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "i2i_jax")
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def fetch_fid_weights(cache_dir: str | None = None, url: str = FID_WEIGHTS_URL) -> str:
-  """Path of the FID Inception weights (.pth), downloading them once into the cache.
 
   Raises:
-    FileNotFoundError: offline and not cached; the message says where to put the file.
-    ValueError: the file's sha256 does not start with the expected prefix.
+    torch_layout.ConversionError: naming each missing array or wrong shape.
   """
-  cache_dir = cache_dir or default_cache_dir()
-  path = os.path.join(cache_dir, FID_WEIGHTS_FILENAME)
-  if not os.path.exists(path):
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp_path = f"{path}.download-{os.getpid()}"
-    try:
-      urllib.request.urlretrieve(url, tmp_path)
-    except (urllib.error.URLError, OSError) as e:
-      if os.path.exists(tmp_path):
-        os.remove(tmp_path)
-      raise FileNotFoundError(
-          f"Could not download the FID Inception weights from {url} ({e}). Download "
-          f"that file elsewhere and copy it to {path}, or pass its path with "
-          "--inception_weights. Without it, use --fd_network=inception_random_init "
-          "(a Frechet distance that is not the standard FID).") from e
-    os.replace(tmp_path, path)
-  digest = _sha256(path)
-  if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
-    raise ValueError(
-        f"{path}: sha256 {digest} does not start with {FID_WEIGHTS_SHA256_PREFIX}; the file "
-        f"is corrupt or not {FID_WEIGHTS_FILENAME}. Delete it and download it again.")
-  return path
-
-
-def load_fid_variables(weights_path: str) -> dict:
-  """Flax variables from a `.pth` (needs torch) or a converted `.npz` cache.
-
-  A `.pth` is converted once; the result is cached beside it as `.npz` so later
-  runs need no torch.
-  """
-  npz_path = os.path.splitext(weights_path)[0] + ".npz"
-  if not os.path.exists(npz_path):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError(
-          f"Converting {weights_path} needs PyTorch (pip install torch); or give the "
-          f"converted {npz_path}.") from e
-    state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-    variables = convert_torch_state_dict({k: v.numpy() for k, v in state_dict.items()})
-    flat = {"/".join(path): value for path, value in _flatten(variables)}
-    tmp_path = f"{npz_path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp_path, **flat)
-    os.replace(tmp_path, npz_path)
-    return variables
-  with np.load(npz_path) as data:
-    variables = {}
-    for key in data.files:
-      *path, leaf = key.split("/")
-      node = variables
-      for part in path:
-        node = node.setdefault(part, {})
-      node[leaf] = data[key]
-  return variables
-
-
-def _flatten(tree, prefix=()):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
+  shapes = fid_variable_shapes()
+  names = torch_layout.fid_inception_names(shapes)
+  state_dict = pretrained.cached_state_dict(
+      pathlib.Path(weights_path), [torch_name for torch_name, _, _ in names], _POOL_ARRAYS_TAG)
+  return torch_layout.convert_state_dict(state_dict, names, shapes)
 
 
 def random_fid_variables(seed: int = 0) -> dict:
@@ -350,7 +265,8 @@ class InceptionFeatures:
   @classmethod
   def pretrained(cls, weights_path: str | None = None, batch_size: int = 32):
     """Standard FID weights (downloaded and cached when `weights_path` is None)."""
-    return cls(load_fid_variables(weights_path or fetch_fid_weights()), "FID", batch_size)
+    variables = load_fid_variables(weights_path or pretrained.fetch(FID_WEIGHTS))
+    return cls(variables, "FID", batch_size)
 
   @classmethod
   def random_init(cls, seed: int = 0, batch_size: int = 32):
