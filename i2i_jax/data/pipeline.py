@@ -120,8 +120,10 @@ class _DropBadRecordsIterator(grain.DatasetIterator):
 
 
 class TrainIterator(grain.DatasetIterator):
-  """The iterator `make_train_iterator` returns: the main-process end of the
-  pipeline, which takes the skip counts off the batches and adds them up.
+  """The iterator `make_train_iterator` returns, in the main process.
+
+  Takes the skip counts off the batches, adds them up per domain and logs a
+  summary line whenever a domain completes an epoch.
 
   Attributes:
     skipped: {"source": int, "target": int}, bad records dropped so far on
