@@ -45,7 +45,7 @@ def _json_value(value: float) -> float | None:
 
 
 class MetricWriter:
-  """Scalars, images and texts to TensorBoard event files and WORKDIR/metrics.jsonl (process 0), and the log.
+  """Scalars, images and texts to TensorBoard and metrics.jsonl (process 0), and the log.
 
   tensorboardX rather than clu.metric_writers: every clu writer module imports
   TensorFlow (through `clu.metric_writers.__init__`), which this project does

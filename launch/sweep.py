@@ -25,8 +25,8 @@ must exist in the base config. `run` writes ROOT/sweep.json (the runs, their
 workdirs and overrides), which `collect` reads. A run's numbers are the value
 of each scalar at its last step in WORKDIR/metrics.jsonl (the trainer's metrics
 file; a step logged twice by a resumed run: the later line wins) and, when
-present, the metrics of WORKDIR/eval/report.json (`python -m i2i_jax.evaluate --out=WORKDIR/eval`)
-as "<section>.<name>". Running a sweep again resumes unfinished runs (the
+present, the metrics of WORKDIR/eval/report.json (`python -m i2i_jax.evaluate
+--out=WORKDIR/eval`) as "<section>.<name>". Running a sweep again resumes unfinished runs (the
 trainer resumes from each workdir's last checkpoint).
 
 ROOT may be a local path or gs:// / s3:// where etils epath can reach it.
