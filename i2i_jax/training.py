@@ -21,6 +21,7 @@ randomness (shuffling, crops, flips) lives in the grain iterator, whose state
 is checkpointed with the train state.
 """
 
+import dataclasses
 from typing import Any
 
 import flax
@@ -102,17 +103,23 @@ def _with_discriminator_params(variables: Variables, d_params: Variables) -> Var
   return {**variables, "discriminator": {**variables["discriminator"], "params": d_params}}
 
 
-@flax.struct.dataclass
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
 class StepFunctions:
-  """The static parts of a step: modules, optimizers, schedules and loss settings."""
-  modules: vsait.VSAITModules = flax.struct.field(pytree_node=False)
-  g_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  d_optimizer: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-  g_schedule: optax.Schedule = flax.struct.field(pytree_node=False)
-  d_schedule: optax.Schedule = flax.struct.field(pytree_node=False)
-  vsa_coef: float = flax.struct.field(pytree_node=False)
-  gan_loss: str = flax.struct.field(pytree_node=False, default="hinge")
-  grad_accum_steps: int = flax.struct.field(pytree_node=False, default=1)
+  """The static parts of a step: modules, optimizers, schedules and loss settings.
+
+  Hashable (frozen, its fields compare by identity or value), as jit's static
+  arguments must be; registered as a static pytree so that it can also pass
+  through `jax.eval_shape` and friends as a leafless argument.
+  """
+  modules: vsait.VSAITModules
+  g_optimizer: optax.GradientTransformation
+  d_optimizer: optax.GradientTransformation
+  g_schedule: optax.Schedule
+  d_schedule: optax.Schedule
+  vsa_coef: float
+  gan_loss: str = "hinge"
+  grad_accum_steps: int = 1
 
 
 def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
