@@ -1,4 +1,4 @@
-"""Translation throughput of `i2i_jax.translate.Translator`: images/s per size, dtype, batch.
+"""Translation throughput of `i2i_jax.translator.Translator`: images/s per size, dtype, batch.
 
   PYTHONPATH=. python benchmarks/translate.py                      # paper generator
   PYTHONPATH=. python benchmarks/translate.py --config=tiny --sizes=512x1024 --batch_sizes=1,8
@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from configs import tiny, vsait as vsait_config
-from i2i_jax import checkpoint, translate
+from i2i_jax import checkpoint
+from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 from i2i_jax.models import vsait
 
@@ -41,7 +42,7 @@ def random_generator(config_name: str, dtype: str) -> checkpoint.LoadedGenerator
                                     variables=variables, path=f"random:{config_name}")
 
 
-def time_translate(translator: translate.Translator, height: int, width: int, warmup: int,
+def time_translate(translator: translator_lib.Translator, height: int, width: int, warmup: int,
                    calls: int) -> tuple[float, float]:
   """(images/s, compile seconds) of `calls` full batches of [height, width] images."""
   images = np.random.default_rng(0).integers(
@@ -57,7 +58,7 @@ def time_translate(translator: translate.Translator, height: int, width: int, wa
   return calls * len(images) / (time.perf_counter() - start), compile_seconds
 
 
-def time_folder(translator: translate.Translator, height: int, width: int,
+def time_folder(translator: translator_lib.Translator, height: int, width: int,
                 count: int) -> float:
   """images/s of `translate_dataset` over `count` JPEG files (decode + translate + encode)."""
   with tempfile.TemporaryDirectory() as root:
@@ -65,7 +66,7 @@ def time_folder(translator: translate.Translator, height: int, width: int,
     for index in range(count):
       Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
           os.path.join(root, f"{index:04d}.jpg"), quality=90)
-    summary = translate.translate_dataset(
+    summary = translator_lib.translate_dataset(
         translator, sources.FolderSource(root), os.path.join(root, "out"), progress=False)
   return summary.images_per_second
 
@@ -98,13 +99,13 @@ def main():
       batch_size = 1
       for batch_size in sorted({-(-int(b) // len(devices)) * len(devices)
                                 for b in args.batch_sizes.split(",")}):
-        translator = translate.Translator(generator, batch_size=batch_size)
+        translator = translator_lib.Translator(generator, batch_size=batch_size)
         rate, compile_seconds = time_translate(translator, height, width, args.warmup,
                                                args.calls)
         print(f"| {device_name} | {width}x{height} | {dtype} | {batch_size} | {rate:.3g} | "
               f"{1000 / rate:.0f} | {compile_seconds:.1f} |", flush=True)
       if args.folder_images:
-        translator = translate.Translator(generator, batch_size=batch_size)
+        translator = translator_lib.Translator(generator, batch_size=batch_size)
         rate = time_folder(translator, height, width, args.folder_images)
         print(f"| {device_name} | {width}x{height} | {dtype} | {batch_size}, "
               f"{args.folder_images} JPEG files end to end | {rate:.3g} | {1000 / rate:.0f} "

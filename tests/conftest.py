@@ -6,12 +6,19 @@
   * A persistent compilation cache in a per-session temporary directory,
     exported to the environment so that training subprocesses reuse the
     programs that earlier tests (or their own earlier runs) compiled.
+  * `memory_bucket`: a gs:// bucket in memory, for outputs on object stores.
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+import uuid
+
+from etils import epath
+import fsspec
+from fsspec.implementations import memory
+import pytest
 
 _FLAGS = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _FLAGS:
@@ -20,3 +27,19 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="i2i_jax_test_jax_cache_")
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+@pytest.fixture
+def memory_bucket():
+  """A gs:// bucket for tests: `gs://` paths served by fsspec's in-memory file system.
+
+  A documented fake of an object store (no network here): `etils.epath` reaches
+  gs:// through fsspec's "gcs" protocol when TensorFlow is not installed, and
+  fsspec's MemoryFileSystem implements the same file-system interface as gcsfs
+  (no real directories, rename = copy + delete). Yields a fresh bucket URL.
+  """
+  fsspec.register_implementation("gcs", memory.MemoryFileSystem, clobber=True)
+  bucket = f"gs://test-bucket-{uuid.uuid4().hex[:8]}"
+  yield bucket
+  if epath.Path(bucket).exists():
+    epath.Path(bucket).rmtree()

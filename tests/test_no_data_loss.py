@@ -19,7 +19,8 @@ from PIL import Image
 import pytest
 
 from configs import tiny
-from i2i_jax import checkpoint, training, translate
+from i2i_jax import checkpoint, output_tree, training
+from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 from i2i_jax.data import tfds as i2i_tfds
 from i2i_jax.data import toy_streets
@@ -76,21 +77,21 @@ def test_translate_in_every_output_mode_leaves_the_inputs_alone(generator, tmp_p
   data = _data_set(tmp_path)
   before = _hashes(data)
   source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
-  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   modes = itertools.product(("png", "jpg"), (None, (16, 16)), (False, True), (False, True))
   for index, (image_format, resize, link_labels, overwrite) in enumerate(modes):
-    settings = translate.Settings(format=image_format, resize=resize)
+    settings = output_tree.Settings(format=image_format, resize=resize)
     options = dict(settings=settings, link_labels=link_labels, overwrite=overwrite,
                    progress=False)
     # On, in and inside the inputs: refused before anything is written.
     for output in (data, data / "images", data / "labels", data / "images" / "out"):
-      with pytest.raises(translate.OutputConflictError):
-        translate.translate_dataset(translator, source, str(output), **options)
+      with pytest.raises(output_tree.OutputConflictError):
+        translator_lib.translate_dataset(translator, source, str(output), **options)
     # Beside them: written twice (the second run skips or, with overwrite, redoes).
     output = tmp_path / f"out{index}"
     for _ in range(2):
-      summary = translate.translate_dataset(translator, source, str(output), **options)
+      summary = translator_lib.translate_dataset(translator, source, str(output), **options)
       assert summary.status == "complete", (image_format, resize, link_labels, overwrite)
     # Linked labels are the originals by design (--link_labels says so).
     _scribble(output, skip="labels" if link_labels else "")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -21,7 +22,8 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from i2i_jax import checkpoint, training, translate
+from i2i_jax import checkpoint, output_tree, training
+from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 from i2i_jax.models import vsait
 
@@ -56,7 +58,7 @@ def _random_images(shape, seed=0):
 
 def test_same_size_images_compile_once_and_match_the_generator(generator):
   batch_size = jax.local_device_count()
-  translator = translate.Translator(generator, batch_size=batch_size, bucket_multiple=16)
+  translator = translator_lib.Translator(generator, batch_size=batch_size, bucket_multiple=16)
   # Two device calls, the second filled up with padding images.
   images = _random_images((batch_size + 3, 32, 48, 3))
 
@@ -74,7 +76,7 @@ def test_same_size_images_compile_once_and_match_the_generator(generator):
 
 
 def test_odd_sizes_are_padded_by_bucket_and_cropped_back(generator):
-  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   images = [_random_images((h, w, 3), seed) for seed, (h, w) in
             enumerate([(17, 30), (31, 19), (20, 20), (5, 3), (40, 33)])]
@@ -92,10 +94,10 @@ def test_odd_sizes_are_padded_by_bucket_and_cropped_back(generator):
 
 def test_translator_rejects_bad_settings_naming_them(generator):
   with pytest.raises(ValueError, match="bucket_multiple=6"):
-    translate.Translator(generator, bucket_multiple=6, devices=jax.local_devices()[:1])
+    translator_lib.Translator(generator, bucket_multiple=6, devices=jax.local_devices()[:1])
   with pytest.raises(ValueError, match="batch_size=3 .* 2 devices"):
-    translate.Translator(generator, batch_size=3, devices=jax.local_devices()[:2])
-  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+    translator_lib.Translator(generator, batch_size=3, devices=jax.local_devices()[:2])
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   with pytest.raises(ValueError, match=r"\(5, 8\).*\[B, H, W, 3\]"):
     translator.translate(np.zeros((5, 8), np.uint8))
@@ -105,8 +107,8 @@ def test_batches_split_over_all_devices_match_one_device(generator):
   devices = jax.local_devices()
   assert len(devices) >= 4, "tests/conftest.py asks for 8 CPU devices"
   images = [_random_images((36, 20, 3), seed) for seed in range(len(devices))]
-  sharded = translate.Translator(generator, batch_size=len(devices), bucket_multiple=16)
-  single = translate.Translator(generator, batch_size=len(devices), bucket_multiple=16,
+  sharded = translator_lib.Translator(generator, batch_size=len(devices), bucket_multiple=16)
+  single = translator_lib.Translator(generator, batch_size=len(devices), bucket_multiple=16,
                                 devices=devices[:1])
 
   pending = sharded.start([sharded.pad_to_bucket(i) for i in images], [(36, 20)] * len(images))
@@ -219,11 +221,11 @@ def test_process_shards_are_disjoint_and_cover_the_data_set(generator, tmp_path)
   images = tmp_path / "images"
   for index in range(5):
     _write_image(str(images / f"{index}.png"), (20, 24, 3), index)
-  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{images}")
 
-  summaries = [translate.translate_dataset(translator, source, str(tmp_path / "out"),
+  summaries = [translator_lib.translate_dataset(translator, source, str(tmp_path / "out"),
                                            process_index=index, process_count=2,
                                            progress=False) for index in range(2)]
 
@@ -296,11 +298,11 @@ def test_killed_run_resumes_without_truncated_or_repeated_outputs(workdir, tmp_p
 def test_generated_sources_write_their_labels_as_png(generator, tmp_path):
   source = sources.ToyStreetsSource("sim", "val", height=32, width=64)
   source.seeds = source.seeds[:3]  # a short split keeps the test fast
-  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
 
-  first = translate.translate_dataset(translator, source, str(tmp_path), progress=False)
-  again = translate.translate_dataset(translator, source, str(tmp_path), progress=False)
+  first = translator_lib.translate_dataset(translator, source, str(tmp_path), progress=False)
+  again = translator_lib.translate_dataset(translator, source, str(tmp_path), progress=False)
 
   assert (first.translated, again.translated, again.skipped) == (3, 0, 3)
   for index in range(3):
@@ -315,11 +317,11 @@ def test_resize_translates_at_the_given_size_and_writes_at_the_input_size(genera
   images = tmp_path / "images"
   _write_image(str(images / "keep.jpg"), (20, 24, 3), 0)
   _write_image(str(images / "renamed.png"), (30, 18, 3), 1)
-  translator = translate.Translator(generator, batch_size=2, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
-  settings = translate.Settings(format="jpg", quality=80, resize=(32, 32))
+  settings = output_tree.Settings(format="jpg", quality=80, resize=(32, 32))
 
-  summary = translate.translate_dataset(translator, sources.open_source(f"folder:{images}"),
+  summary = translator_lib.translate_dataset(translator, sources.open_source(f"folder:{images}"),
                                         str(tmp_path / "out"), settings=settings,
                                         progress=False)
 
@@ -371,19 +373,19 @@ def test_outputs_in_or_over_input_folders_are_refused_by_the_library_too(generat
   data = tmp_path / "D"
   _write_data_set(data)
   before = _hash_tree(data)
-  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
   (tmp_path / "link").symlink_to(data / "images")
   for output in (data, data / "images", data / "labels" / "out", tmp_path / "link",
                  tmp_path / "link" / "sub"):
     for overwrite in (False, True):
-      with pytest.raises(translate.OutputConflictError, match="choose"):
-        translate.translate_dataset(translator, source, str(output), overwrite=overwrite,
+      with pytest.raises(output_tree.OutputConflictError, match="choose"):
+        translator_lib.translate_dataset(translator, source, str(output), overwrite=overwrite,
                                     progress=False)
   assert _hash_tree(data) == before
   # Beside the inputs is fine, even inside the data set's parent folder.
-  summary = translate.translate_dataset(translator, source, str(data / "translated"),
+  summary = translator_lib.translate_dataset(translator, source, str(data / "translated"),
                                         progress=False)
   assert summary.translated == 3
   assert {k: h for k, h in _hash_tree(data).items() if k in before} == before
@@ -408,10 +410,10 @@ def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(generator,
   data = tmp_path / "D"
   _write_data_set(data)
   before = _hash_tree(data)
-  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
-  translate.translate_dataset(translator, source, str(tmp_path / "O"), progress=False)
+  translator_lib.translate_dataset(translator, source, str(tmp_path / "O"), progress=False)
 
   # Relabel the translated set in place, as a user would.
   edited = tmp_path / "O" / "labels" / "s0.png"
@@ -422,7 +424,7 @@ def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(generator,
 
   assert _hash_tree(data) == before
   # Hard links only when asked for.
-  translate.translate_dataset(translator, source, str(tmp_path / "L"), link_labels=True,
+  translator_lib.translate_dataset(translator, source, str(tmp_path / "L"), link_labels=True,
                               progress=False)
   assert os.path.samefile(tmp_path / "L" / "labels" / "s1.png", data / "labels" / "s1.png")
 
@@ -432,10 +434,10 @@ def test_unreadable_inputs_give_an_honest_status_and_reason(generator, tmp_path)
   images.mkdir()
   for index in range(3):
     (images / f"{index}.png").write_bytes(b"not an image")
-  translator = translate.Translator(generator, batch_size=1, bucket_multiple=16,
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
                                     devices=jax.local_devices()[:1])
 
-  summary = translate.translate_dataset(
+  summary = translator_lib.translate_dataset(
       translator, sources.open_source(f"folder:{images}"), str(tmp_path / "out"),
       progress=False)
 
@@ -488,3 +490,28 @@ def test_a_damaged_checkpoint_falls_back_or_fails_in_one_line(workdir, tmp_path)
   assert manifest["checkpoint"]["step"] == 0
   assert named.returncode == 3 and "Traceback" not in named.stderr
   assert "checkpoints/1 cannot be read" in named.stderr.splitlines()[-1]
+
+
+def test_outputs_go_to_a_bucket_like_to_a_folder(generator, tmp_path, memory_bucket):
+  data = tmp_path / "D"
+  _write_data_set(data)
+  translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
+                                         devices=jax.local_devices()[:1])
+  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+  output = epath.Path(memory_bucket) / "translated"
+
+  first = translator_lib.translate_dataset(translator, source, output, progress=False)
+  again = translator_lib.translate_dataset(translator, source, output, progress=False)
+
+  assert (first.status, first.translated, again.translated, again.skipped) == (
+      "complete", 3, 0, 3)
+  for index in range(3):
+    with (output / "images" / f"s{index}.png").open("rb") as f:
+      assert Image.open(f).size == (24, 20)
+    assert ((output / "labels" / f"s{index}.png").read_bytes()
+            == (data / "labels" / f"s{index}.png").read_bytes())
+  manifest = json.loads((output / "manifest.json").read_text())
+  assert manifest["status"] == "complete" and len(manifest["done"]) == 3
+  assert sorted((output / "translated.log").read_text().split()) == [
+      f"s{i}.png" for i in range(3)]
+  assert not [p for p in (output / "images").iterdir() if p.name.startswith(".")]
