@@ -45,15 +45,6 @@ def import_official_checkpoint(state_dict: torch_layout.StateDict,
   return variables
 
 
-# Transitional (issue 17), to delete once i2i_jax/train.py, tests/reference_fixtures.py
-# and tests/test_no_data_loss.py import these from models.pretrained / models.torch_layout.
-load_vgg_variables = pretrained.load_vgg_variables
-convert_state_dict = torch_layout.convert_state_dict
-export_state_dict = torch_layout.export_state_dict
-vsait_names = torch_layout.vsait_names
-vgg_names = torch_layout.vgg_names
-
-
 def main(argv: list[str]) -> None:
   from i2i_jax import checkpoint, cli, training  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:

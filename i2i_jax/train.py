@@ -54,12 +54,12 @@ from PIL import Image
 
 from i2i_jax import checkpoint
 from i2i_jax import cli
-from i2i_jax import convert
 from i2i_jax import metric_writer
 from i2i_jax import sharding
 from i2i_jax import training
 from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
+from i2i_jax.models import pretrained
 from i2i_jax.models import vsait
 
 # Crops used only to trace shapes at initialisation (the nets are fully convolutional).
@@ -137,7 +137,7 @@ def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
   shardings = sharding.state_shardings(jax.eval_shape(init, rng), mesh, config.sharding)
   state = jax.jit(init, out_shardings=shardings)(rng)
   if config.model.vgg_weights != "random":
-    vgg = convert.load_vgg_variables(config.model.vgg_weights, None)
+    vgg = pretrained.load_vgg_variables(config.model.vgg_weights, None)
     vgg = jax.device_put(vgg, shardings.variables["vgg"])
     state = state.replace(variables={**state.variables, "vgg": vgg})
   return state, shardings

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 
 from configs import vsait as vsait_config
-from i2i_jax import convert, training, vsa
+from i2i_jax import training, vsa
+from i2i_jax.models import torch_layout
 from i2i_jax.models import vgg, vsait
 
 REFERENCE_DIR = pathlib.Path(os.environ.get(
@@ -85,7 +86,7 @@ class Fixture:
       self.data = {k: f[k] for k in f.files}
     self.cfg = json.loads(str(self.data["config_json"]))
     self.config = config_from_fixture(self.cfg)
-    self.names = convert.vsait_names(self.config.model)
+    self.names = torch_layout.vsait_names(self.config.model)
 
   def state_dict(self, prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in self.data.items() if k.startswith(prefix)}
@@ -102,9 +103,9 @@ class Fixture:
     state_dict = self.state_dict("params/")
     if after_step:
       state_dict.update(self.state_dict("params_after_step/"))
-    variables = convert.convert_state_dict(state_dict, self.names, shapes)
-    variables["vgg"] = convert.convert_state_dict(
-        vgg_state_dict(), list(convert.vgg_names()), shapes)["vgg"]
+    variables = torch_layout.convert_state_dict(state_dict, self.names, shapes)
+    variables["vgg"] = torch_layout.convert_state_dict(
+        vgg_state_dict(), list(torch_layout.vgg_names()), shapes)["vgg"]
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), variables)
 
   def inputs(self, dtype) -> dict[str, jax.Array]:
@@ -113,7 +114,7 @@ class Fixture:
 
   def torch_layout(self, tree: dict[str, Any], torch_names: list[str]) -> dict[str, np.ndarray]:
     """Our (nested) variables/gradients -> {torch name: array in PyTorch layout}."""
-    return convert.export_state_dict(tree, [e for e in self.names if e[0] in torch_names])
+    return torch_layout.export_state_dict(tree, [e for e in self.names if e[0] in torch_names])
 
 
 def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 from i2i_jax.data import tfds as i2i_tfds
 from i2i_jax.data import toy_streets
+from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -132,12 +133,12 @@ def test_tfds_prepare_refuses_to_write_inside_the_manual_folder(tmp_path):
 
 def test_convert_refuses_a_workdir_that_holds_a_run(generator, tmp_path):
   torch = pytest.importorskip("torch")
-  from i2i_jax import convert  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   modules = vsait.build_modules(config.model)
   variables = jax.tree.map(np.asarray,
                            vsait.init_variables(modules, jax.random.key(3), (32, 32)))
-  state = convert.export_state_dict(variables, convert.vsait_names(config.model, with_vgg=True))
+  state = torch_layout.export_state_dict(
+      variables, torch_layout.vsait_names(config.model, with_vgg=True))
   ckpt = tmp_path / "vsait.ckpt"
   torch.save({"state_dict": {k: torch.from_numpy(v.copy()) for k, v in state.items()}}, ckpt)
   run = pathlib.Path(generator.path).parent

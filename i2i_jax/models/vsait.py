@@ -77,7 +77,7 @@ def init_variables(modules: VSAITModules, rng: jax.Array, image_shape: tuple[int
     in_channels: channels of the input images.
   Returns:
     The variables dict described in the module docstring (VGG weights seeded
-    He-normal here; load real ones with `i2i_jax.convert`).
+    He-normal here; load real ones with `i2i_jax.models.pretrained`).
   """
   images = jnp.zeros((1, *image_shape, in_channels), jnp.float32)
   keys = dict(zip(["generator", "vgg", "lsh", "map_net", "discriminator"],
