@@ -1,7 +1,24 @@
 """What every command-line entry point shares: flag parsing, exit codes, errors.
 
-Every `python -m i2i_jax.<command>` starts through `run(main)`, so that all of
-them behave the same way:
+Each command is a module with its own `flags.FlagValues()` (so that all of them
+import together, though their flag names overlap: --workdir, --labels,
+--batch_size) and a `main(argv) -> int` that any Python code can call with a
+command line (program name first, as sys.argv):
+
+  FLAGS = flags.FlagValues()
+  _OUT = flags.DEFINE_string("out", None, "Output folder.", flag_values=FLAGS)
+
+  def main(argv: Sequence[str]) -> int:
+    cli.parse_flags(argv, FLAGS, __doc__)
+    ...  # call the flag-free library function with _OUT.value, ...
+    return cli.EXIT_OK
+
+  if __name__ == "__main__":
+    cli.run(main)
+
+`main` returns the exit code of a command that ran (0, 1, 130, 143) and raises
+`HelpRequested` for --help, `UsageError` or `RunError` otherwise; `run(main)`
+turns those into what every `python -m i2i_jax.<command>` does:
 
   --help       prints the command's docstring and flags to stdout, exits 0.
   a bad flag   one line naming it, exit 2 (no help dump, no traceback).
@@ -12,6 +29,11 @@ them behave the same way:
   a bug        any other exception: its traceback, then exit 3.
   Ctrl-C       exit 130 (commands that stop gracefully catch SIGINT first, see
                `StopSignals`, and return EXIT_SIGINT themselves).
+
+absl's own flags (logging: -v, --logtostderr, --log_dir, ...; absl.app's
+--run_with_pdb; grain's) are accepted by every command: `parse_flags` adds the
+flags of absl's global `flags.FLAGS` to the command's FlagValues, so one parse
+reads both, and an unknown flag is reported with the closest names of either.
 
 Exit codes, the same for every command (the README's "Hostile inputs" section
 lists what each command does with bad input):
@@ -50,10 +72,17 @@ _HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-?")
 
 class UsageError(Exception):
   """A mistake on the command line or in a config: reported in one line, exit 2."""
+  exit_code = EXIT_USAGE
 
 
 class RunError(Exception):
   """The command cannot go on for a reason outside its inputs: one line, exit 3."""
+  exit_code = EXIT_ERROR
+
+
+class HelpRequested(Exception):
+  """--help was given; the message is the help text, which `run` prints to stdout (exit 0)."""
+  exit_code = EXIT_OK
 
 
 class _DropMessages(py_logging.Filter):
@@ -97,8 +126,80 @@ def program_name() -> str:
   return os.path.basename(sys.argv[0]) if sys.argv else "i2i_jax"
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with `--help` to stdout (exit 0) and bad flags in one line (exit 2)."""
+def help_text(doc: str, flag_values: flags.FlagValues) -> str:
+  """A command's --help: its docstring, then its own flags (absl's are left out)."""
+  return f"{doc.rstrip()}\n\nflags:\n{flag_values.get_help(include_special_flags=False)}\n"
+
+
+def _reset(flag_values: flags.FlagValues) -> None:
+  """Puts the command's own flags back to their defaults, so that `main` can run twice.
+
+  absl's global flags, added by an earlier parse, keep their values (the
+  verbosity absl.app set, say). config_flags defines one flag per
+  --config.KEY override while it parses; they are deleted, or the next parse
+  would define them again.
+  """
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if name in flags.FLAGS and flags.FLAGS[name] is flag:
+      continue
+    if "." in name:
+      delattr(flag_values, name)
+    else:
+      flag.unparse()
+
+
+def _add_absl_flags(flag_values: flags.FlagValues) -> None:
+  """Adds absl's global flags (logging, absl.app, grain) that `flag_values` does not name."""
+  for name in list(flags.FLAGS):
+    flag = flags.FLAGS[name]
+    if name == flag.name and name not in flag_values:  # short names come with the flag
+      flag_values[name] = flag
+
+
+def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues, doc: str) -> list[str]:
+  """Parses the command line `argv` (program name first) into `flag_values`.
+
+  Flags not given get their defaults, also when the command ran before in
+  this process. absl's global flags are read in the same parse (see the
+  module docstring) and `flags.FLAGS` is marked parsed, as absl.app does.
+
+  Args:
+    argv: the command line, as sys.argv.
+    flag_values: the command's own flags.
+    doc: the command's docstring, the top of --help.
+  Returns:
+    [program name, *the positional arguments].
+  Raises:
+    HelpRequested: one of --help, -h, --helpshort, -? came before any "--".
+    UsageError: an unknown flag or a bad value, in one line.
+  """
+  argv = list(argv)
+  arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  _reset(flag_values)
+  if any(argument in _HELP_FLAGS for argument in arguments):
+    raise HelpRequested(help_text(doc, flag_values))
+  _add_absl_flags(flag_values)
+  # config_flags reads the --config.KEY overrides from sys.argv, not from the
+  # argv being parsed: show it this one while it parses.
+  program_argv, sys.argv = sys.argv, argv
+  try:
+    remaining = flag_values(argv)
+  except flags.Error as e:
+    raise UsageError(f"{e} (see --help)") from e
+  finally:
+    sys.argv = program_argv
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return remaining
+
+
+def _parse_global_flags(argv: list[str]) -> list[str]:
+  """absl's parsing of `flags.FLAGS`, with `parse_flags`' --help and one-line errors.
+
+  For a main module that still defines its flags in the global FLAGS
+  (evaluate, until it moves to its own FlagValues: issue 17).
+  """
   arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
   if any(argument in _HELP_FLAGS for argument in arguments):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=EXIT_OK)
@@ -109,24 +210,44 @@ def parse_flags(argv: list[str]) -> list[str]:
   raise AssertionError("unreachable")
 
 
-def run(main: Callable[[list[str]], int | None],
-        flags_parser: Callable[[list[str]], Any] = parse_flags) -> None:
-  """Runs `main` as a command (module docstring): flags, logs, errors, exit code."""
+def _main_module_uses_global_flags() -> bool:
+  # absl files the flags a program's __main__ defines under sys.argv[0].
+  return bool(flags.FLAGS.flags_by_module_dict().get(sys.argv[0]))
+
+
+def _leave_parsing_to_main(argv: list[str]) -> list[str]:
+  """app.run's flags_parser for a `main` that parses argv itself (`parse_flags`)."""
+  flags.FLAGS.mark_as_parsed()
+  return argv
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+  """Runs `main(sys.argv)` as the command (module docstring): logs, errors, exit code.
+
+  Through absl's app.run, for its logging set-up (INFO unless -v says
+  otherwise) and its debugging flags.
+  """
 
   def guarded_main(argv):
     quiet_logs()
     try:
       return main(argv)
-    except (UsageError, app.UsageError) as e:
+    except HelpRequested as e:
+      sys.stdout.write(str(e))
+      sys.stdout.flush()
+      return e.exit_code
+    except (UsageError, RunError) as e:
+      fail(str(e), e.exit_code)
+    except app.UsageError as e:
       fail(str(e), EXIT_USAGE)
-    except RunError as e:
-      fail(str(e), EXIT_ERROR)
     except KeyboardInterrupt:
       fail("interrupted (Ctrl-C)", EXIT_SIGINT)
     except Exception as e:  # pylint: disable=broad-except
       traceback.print_exc()
       fail(f"{type(e).__name__}: {e}", EXIT_ERROR)
 
+  flags_parser = (_parse_global_flags if _main_module_uses_global_flags()
+                  else _leave_parsing_to_main)
   app.run(guarded_main, flags_parser=flags_parser)
 
 

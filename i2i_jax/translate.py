@@ -43,6 +43,66 @@ from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 
 
+# The command's own flags (not absl's global FLAGS), so that every entry point
+# imports next to the others although their flag names overlap (cli.py).
+FLAGS = flags.FlagValues()
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Training workdir whose checkpoint translates (its latest step unless "
+    "--step).", flag_values=FLAGS)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Instead of --workdir: a checkpoints/ directory, or one step in it "
+    "(WORKDIR/checkpoints/<step>).", flag_values=FLAGS)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).",
+                             flag_values=FLAGS)
+_INPUT = flags.DEFINE_string(
+    "input", None, "Images to translate: folder:PATH (or a bare PATH; png/jpg, recursive), "
+    "tfds:NAME[:SPLIT] or toy_streets:sim[:SPLIT].", flag_values=FLAGS)
+_LABELS = flags.DEFINE_string(
+    "labels", "", "Folder of label maps for a folder input, matched by relative path and "
+    "stem; copied to OUTPUT/labels/ under the same relative names (see --link_labels). "
+    "tfds and toy_streets inputs bring their own labels.", flag_values=FLAGS)
+_LINK_LABELS = flags.DEFINE_bool(
+    "link_labels", False, "Hard-link the label files into OUTPUT/labels/ instead of "
+    "copying them: saves space, but a linked label IS the original file, so editing it in "
+    "place (e.g. relabelling the translated set) changes the source data set too.",
+    flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Output folder: images/, labels/, manifest.json, translated.log. Must "
+    "lie outside the input and label folders (inputs are never overwritten).",
+    flag_values=FLAGS)
+_RESIZE = flags.DEFINE_string(
+    "resize", "", "HEIGHT,WIDTH to translate at (outputs are resized back to each input's "
+    "size so labels still match); empty: full resolution, the input's own size. Sizes not "
+    "divisible by the bucket multiple are reflection-padded and cropped back.",
+    flag_values=FLAGS)
+_FORMAT = flags.DEFINE_enum("format", "png", list(output_tree.FORMAT_EXTENSIONS),
+                            "Output image format.", flag_values=FLAGS)
+_QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality (1-95), --format=jpg only.",
+                                flag_values=FLAGS)
+_PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
+    "png_compress_level", 1, "PNG zlib level 0-9 (lossless at any level; 1 is fastest).",
+    flag_values=FLAGS)
+_DTYPE = flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16"], "Compute dtype (default: the run's "
+    "config.compute_dtype; bfloat16 is faster on GPU/TPU).", flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 8, "Images per device call (rounded up to a multiple of the local device "
+    "count).", flag_values=FLAGS)
+_BUCKET_MULTIPLE = flags.DEFINE_integer(
+    "bucket_multiple", 64, "Pad H and W up to multiples of this (a multiple of 4): one "
+    "compiled shape per bucket, so mixed sizes do not recompile per image.", flag_values=FLAGS)
+_READ_THREADS = flags.DEFINE_integer("read_threads", 4, "Threads decoding inputs.",
+                                     flag_values=FLAGS)
+_WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.",
+                                      flag_values=FLAGS)
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
+    "checkpoint or settings (OUTPUT's own files only; inputs are never written).",
+    flag_values=FLAGS)
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where tfds: inputs are stored.",
+                                     flag_values=FLAGS)
+
+
 def _parse_resize(text: str) -> tuple[int, int] | None:
   if not text:
     return None
@@ -70,19 +130,26 @@ def _checkpoint_location() -> tuple[str, int | None]:
 
 
 def main(argv: Sequence[str]) -> int:
-  if len(argv) > 1:
-    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+  """`python -m i2i_jax.translate` in this process: `argv` as sys.argv; returns the exit status.
+
+  Raises:
+    cli.HelpRequested: --help.
+    cli.UsageError: a bad flag, a missing input, an output that conflicts.
+    cli.RunError: an unreadable checkpoint, an output that cannot be written.
+  """
+  arguments = cli.parse_flags(argv, FLAGS, __doc__)
+  if len(arguments) > 1:
+    raise cli.UsageError(f"unexpected arguments {arguments[1:]}")
   checkpoint_lib.quiet_orbax_logs()
-  for name in ("input", "output"):
-    if flags.FLAGS[name].value is None:
-      raise cli.UsageError(f"--{name} is required")
+  for flag in (_INPUT, _OUTPUT):
+    if flag.value is None:
+      raise cli.UsageError(f"--{flag.name} is required")
   resize = _parse_resize(_RESIZE.value)
   with cli.StopSignals() as stop:
     sharding.maybe_initialize_distributed()
     checkpoint_path, step = _checkpoint_location()
-    spec = _INPUT.value if ":" in _INPUT.value.split("/")[0] else f"folder:{_INPUT.value}"
     try:
-      source = sources.open_source(spec, labels=_LABELS.value,
+      source = sources.open_source(_INPUT.value, labels=_LABELS.value,
                                    tfds_data_dir=_TFDS_DATA_DIR.value)
       output_tree.check_location(source, _OUTPUT.value)
       generator = checkpoint_lib.load_generator(checkpoint_path, step, _DTYPE.value)
@@ -105,7 +172,7 @@ def main(argv: Sequence[str]) -> int:
                  source, generator.path, generator.step, device_count, batch_size, settings)
     try:
       summary = translator_lib.translate_dataset(
-          translator, source, _OUTPUT.value, settings=settings, source_spec=spec,
+          translator, source, _OUTPUT.value, settings=settings, source_spec=_INPUT.value,
           overwrite=_OVERWRITE.value, link_labels=_LINK_LABELS.value,
           read_threads=_READ_THREADS.value, write_threads=_WRITE_THREADS.value,
           process_index=jax.process_index(), process_count=jax.process_count(),
@@ -123,52 +190,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a program, so that the library parts of
-  # this module can be imported next to the other entry points (whose flag
-  # names overlap: --workdir, --labels, --batch_size).
-  _WORKDIR = flags.DEFINE_string(
-      "workdir", None, "Training workdir whose checkpoint translates (its latest step unless "
-      "--step).")
-  _CHECKPOINT = flags.DEFINE_string(
-      "checkpoint", None, "Instead of --workdir: a checkpoints/ directory, or one step in it "
-      "(WORKDIR/checkpoints/<step>).")
-  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  _INPUT = flags.DEFINE_string(
-      "input", None, "Images to translate: folder:PATH (or a bare PATH; png/jpg, recursive), "
-      "tfds:NAME[:SPLIT] or toy_streets:sim[:SPLIT].")
-  _LABELS = flags.DEFINE_string(
-      "labels", "", "Folder of label maps for a folder input, matched by relative path and "
-      "stem; copied to OUTPUT/labels/ under the same relative names (see --link_labels). "
-      "tfds and toy_streets inputs bring their own labels.")
-  _LINK_LABELS = flags.DEFINE_bool(
-      "link_labels", False, "Hard-link the label files into OUTPUT/labels/ instead of "
-      "copying them: saves space, but a linked label IS the original file, so editing it in "
-      "place (e.g. relabelling the translated set) changes the source data set too.")
-  _OUTPUT = flags.DEFINE_string(
-      "output", None, "Output folder: images/, labels/, manifest.json, translated.log. Must "
-      "lie outside the input and label folders (inputs are never overwritten).")
-  _RESIZE = flags.DEFINE_string(
-      "resize", "", "HEIGHT,WIDTH to translate at (outputs are resized back to each input's "
-      "size so labels still match); empty: full resolution, the input's own size. Sizes not "
-      "divisible by the bucket multiple are reflection-padded and cropped back.")
-  _FORMAT = flags.DEFINE_enum("format", "png", list(output_tree.FORMAT_EXTENSIONS),
-                              "Output image format.")
-  _QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality (1-95), --format=jpg only.")
-  _PNG_COMPRESS_LEVEL = flags.DEFINE_integer(
-      "png_compress_level", 1, "PNG zlib level 0-9 (lossless at any level; 1 is fastest).")
-  _DTYPE = flags.DEFINE_enum(
-      "dtype", None, ["float32", "bfloat16"], "Compute dtype (default: the run's "
-      "config.compute_dtype; bfloat16 is faster on GPU/TPU).")
-  _BATCH_SIZE = flags.DEFINE_integer(
-      "batch_size", 8, "Images per device call (rounded up to a multiple of the local device "
-      "count).")
-  _BUCKET_MULTIPLE = flags.DEFINE_integer(
-      "bucket_multiple", 64, "Pad H and W up to multiples of this (a multiple of 4): one "
-      "compiled shape per bucket, so mixed sizes do not recompile per image.")
-  _READ_THREADS = flags.DEFINE_integer("read_threads", 4, "Threads decoding inputs.")
-  _WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.")
-  _OVERWRITE = flags.DEFINE_bool(
-      "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
-      "checkpoint or settings (OUTPUT's own files only; inputs are never written).")
-  _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where tfds: inputs are stored.")
   cli.run(main)

@@ -107,9 +107,20 @@ def test_toy_streets_source_renders_paired_val_and_unpaired_train():
   assert not np.array_equal(sim_train[7]["label"], real_train[7]["label"])
 
 
+def test_a_bare_path_is_a_folder_and_an_existing_folder_wins_over_a_kind(tmp_path, monkeypatch):
+  _save(tmp_path / "plain" / "a.png", _image(0))
+  _save(tmp_path / "tfds:maps" / "b.png", _image(1))  # a folder named like a tfds: spec
+  assert sources.open_source(str(tmp_path / "plain")).files == ("a.png",)
+  monkeypatch.chdir(tmp_path)
+  assert sources.open_source("plain").files == ("a.png",)
+  assert sources.open_source("tfds:maps").files == ("b.png",)
+  with pytest.raises(FileNotFoundError, match="'nope:x'"):
+    sources.open_source("nope:x")  # not a source kind: a folder path, and it is missing
+
+
 def test_unknown_specs_are_errors_that_name_them():
-  with pytest.raises(ValueError, match="'nope:x'"):
-    sources.open_source("nope:x")
+  with pytest.raises(ValueError, match="'tfds:'"):
+    sources.open_source("tfds:")
   with pytest.raises(ValueError, match="'watercolour'"):
     sources.open_source("toy_streets:watercolour")
   with pytest.raises(ValueError, match="label folder"):

@@ -236,11 +236,19 @@ def canonical_spec(spec: str) -> str:
   return spec
 
 
+_SOURCE_KINDS = ("folder", "tfds", "toy_streets")
+
+
 def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None):
   """Opens the source named by `spec` (see the module docstring).
 
+  A bare path is a folder: any spec whose part before the first ":" is not a
+  source kind (folder, tfds, toy_streets), or that names an existing
+  directory, opens as "folder:SPEC". Every command that takes a source relies
+  on this one rule.
+
   Args:
-    spec: "folder:PATH", "tfds:NAME[:SPLIT]" or "toy_streets:STYLE[:SPLIT]".
+    spec: "folder:PATH", "tfds:NAME[:SPLIT]", "toy_streets:STYLE[:SPLIT]" or PATH.
     labels: for folder sources, a folder of label maps matched by relative
       path and stem; "" for none.
     tfds_data_dir: where tfds: sources are stored (None: TFDS's default,
@@ -250,6 +258,8 @@ def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None
     A FolderSource, TfdsSource or ToyStreetsSource.
   """
   kind, _, rest = spec.partition(":")
+  if kind not in _SOURCE_KINDS or os.path.isdir(spec):
+    return FolderSource(spec, labels)
   if kind == "folder" and rest:
     return FolderSource(rest, labels)
   if labels:
@@ -262,4 +272,4 @@ def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None
     style, _, split = rest.partition(":")
     return ToyStreetsSource(style, split or "train")
   raise ValueError(f"unknown source {spec!r}; expected folder:PATH, "
-                   "tfds:NAME[:SPLIT] or toy_streets:sim|real[:SPLIT]")
+                   "tfds:NAME[:SPLIT], toy_streets:sim|real[:SPLIT] or a folder path")
