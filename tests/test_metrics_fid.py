@@ -76,6 +76,17 @@ def test_kid_matches_torch_fidelity():
   np.testing.assert_allclose(std, reference[metric_kid.KEY_METRIC_KID_STD], rtol=1e-3)
 
 
+@pytest.mark.parametrize("name,kid_name", [("FID", "KID"), ("FD_test", "KD_test")])
+def test_evaluator_reports_kid_times_1000_beside_kid(name, kid_name):
+  real, fake = _features(2, n=60), _features(3, n=50, shift=0.2)
+  evaluator = fid.FidKidEvaluator(np.asarray, real, name, kid_subsets=10, kid_subset_size=40)
+  metrics = evaluator.run(fake)
+  mean, std = fid.kernel_distance(fake, real, subsets=10, subset_size=40)
+  assert metrics[f"{kid_name}_mean"] == mean and metrics[f"{kid_name}_std"] == std > 0.0
+  assert metrics[f"{kid_name}_mean_x1e3"] == 1e3 * mean
+  assert metrics[f"{kid_name}_std_x1e3"] == 1e3 * std
+
+
 def test_kid_rejects_subsets_larger_than_the_sets():
   with pytest.raises(ValueError, match="subset size 50"):
     fid.kernel_distance(_features(0, n=40), _features(1, n=60), subset_size=50)
@@ -139,6 +150,16 @@ def test_resize_matches_torch_fidelity_tf1_bilinear():
       torch.from_numpy(images).permute(0, 3, 1, 2), size=(29, 29), align_corners=False)
   ours = np.asarray(inception.resize_bilinear_tf1(images, 29))
   np.testing.assert_allclose(ours, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("height,width", [(64, 128), (300, 300), (1052, 1914)])
+def test_legacy_tensorflow_resize_to_299_is_torch_fidelitys_bit_for_bit(height, width):
+  compat = _import_torch_fidelity_module("interpolate_compat_tensorflow")
+  images = np.random.RandomState(0).randint(0, 256, size=(1, height, width, 3), dtype=np.uint8)
+  expected = compat.interpolate_bilinear_2d_like_tensorflow1x(
+      torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(299, 299), align_corners=False)
+  ours = np.asarray(inception.resize_for_inception(images, "legacy_tensorflow"))
+  np.testing.assert_array_equal(ours, expected.permute(0, 2, 3, 1).numpy())
 
 
 def test_fid_weights_missing_an_array_are_rejected_naming_it(tmp_path):

@@ -110,10 +110,11 @@ class FidKidEvaluator:
     self.kid_subset_size = kid_subset_size
 
   def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
-    """Returns {"FID", "KID_mean", "KID_std", "kid_subset_size"}.
+    """Returns {"FID", "KID_mean", "KID_std", "KID_mean_x1e3", "KID_std_x1e3", "kid_subset_size"}.
 
-    With another feature network the names follow it: "FD_inception_random_init",
-    "KD_inception_random_init_mean", ...
+    "KID_*_x1e3" are KID x 10^3, the scale papers print KID at. With another
+    feature network the names follow it: "FD_inception_random_init",
+    "KD_inception_random_init_mean", "KD_inception_random_init_mean_x1e3", ...
     """
     features = self.extract_features(translated_images)
     subset_size = min(self.kid_subset_size, len(features), len(self.target_features))
@@ -124,5 +125,7 @@ class FidKidEvaluator:
         self.name: frechet_distance(features, self.target_features),
         f"{kid_name}_mean": kid_mean,
         f"{kid_name}_std": kid_std,
+        f"{kid_name}_mean_x1e3": 1e3 * kid_mean,
+        f"{kid_name}_std_x1e3": 1e3 * kid_std,
         "kid_subset_size": float(subset_size),
     }

@@ -1,11 +1,11 @@
 """The FID Inception-v3 in Flax, its weights, and a batched feature extractor.
 
 The network is the "FID Inception" of TTUR / pytorch-fid / torch-fidelity: the
-TensorFlow graph `pt_inception-2015-12-05` with its quirks kept (TF1 bilinear
-resize to 299x299 without half-pixel centres, (x - 128) / 128 input scaling,
-average pools that do not count padding, a max pool in the last block, batch
-norm epsilon 1e-3). Module names mirror torch-fidelity's state-dict names so the
-weight conversion is mechanical.
+TensorFlow graph `pt_inception-2015-12-05` with its quirks kept ((x - 128) / 128
+input scaling, average pools that do not count padding, a max pool in the last
+block, batch norm epsilon 1e-3). Module names mirror torch-fidelity's state-dict
+names so the weight conversion is mechanical. Images reach 299x299 by one of
+clean-fid's resize modes (`RESIZE_MODES`, `resize_for_inception`).
 """
 
 from collections.abc import Sequence
@@ -35,6 +35,20 @@ _POOL_ARRAYS_TAG = "pool3"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
+# clean-fid's names for the ways images reach 299x299; FID numbers are only
+# comparable between runs that used the same one.
+RESIZE_MODES = {
+    "legacy_tensorflow": (
+        "TensorFlow 1 bilinear resize without half-pixel centres or antialiasing, as in the "
+        "original TF FID (TTUR), torch-fidelity and clean-fid's mode='legacy_tensorflow'"),
+    "clean": ("PIL bicubic resize (antialiased) of the uint8 image in float32, as in clean-fid's "
+              "default mode='clean'"),
+}
+# torch-fidelity and the TF original (behind most published FIDs) use it, and it
+# is what this project has always computed; "clean" is opt-in (see
+# `resize_for_inception`).
+DEFAULT_RESIZE_MODE = "legacy_tensorflow"
+
 
 def resize_bilinear_tf1(images: jax.Array, size: int) -> jax.Array:
   """TensorFlow 1.x `resize_bilinear(align_corners=False)`, as the FID graph does.
@@ -63,6 +77,72 @@ def resize_bilinear_tf1(images: jax.Array, size: int) -> jax.Array:
   top = top[:, :, x_low] + (top[:, :, x_high] - top[:, :, x_low]) * dx
   bottom = bottom[:, :, x_low] + (bottom[:, :, x_high] - bottom[:, :, x_low]) * dx
   return top + (bottom - top) * dy[None, :, None, None]
+
+
+def check_resize_mode(mode: str) -> None:
+  """Raises ValueError naming `mode` and the choices unless it is in `RESIZE_MODES`."""
+  if mode not in RESIZE_MODES:
+    raise ValueError(f"FID resize mode {mode!r}: expected one of {', '.join(RESIZE_MODES)}.")
+
+
+def resize_for_inception(images: jax.Array, mode: str = DEFAULT_RESIZE_MODE) -> jax.Array:
+  """RGB images resized to the Inception's 299x299 input as clean-fid's `mode` does.
+
+  "legacy_tensorflow" (the default): TF1 `resize_bilinear(align_corners=False,
+    half_pixel_centers=False)`, source pixel `dst * in / out`, no antialiasing;
+    the FID graph of TTUR does it, and so do torch-fidelity (bit for bit on
+    CPU, as this is) and clean-fid's "legacy_tensorflow" mode (inside NVIDIA's
+    TorchScript Inception, as a grid sample in float32 normalised coordinates:
+    within 0.05 grey levels). Published FIDs mostly come from these, and the
+    default keeps this project's numbers unchanged and equal to torch-fidelity's.
+  "clean": clean-fid's default, `make_resizer("PIL", False, "bicubic", (299, 299))`:
+    each channel as a float32 PIL image, bicubic (a = -0.5) with the kernel
+    widened by the downscale factor (antialiasing), width pass then height
+    pass, clipped to [0, 255]. clean-fid recommends it because the legacy
+    resize aliases when it downsamples. (`jax.image.resize(method="bicubic")`
+    has the same kernel but computes its weights in float32, which is up to
+    0.01 grey levels off PIL; `_pil_bicubic_weights` computes them in float64
+    as PIL does.)
+
+  (pytorch-fid is neither: it uses PyTorch's half-pixel bilinear,
+  `F.interpolate(align_corners=False)`, clean-fid's "legacy_pytorch".)
+
+  Args:
+    images: [B, H, W, 3] uint8, or float32 in [0, 255].
+    mode: a key of `RESIZE_MODES`.
+
+  Returns:
+    [B, 299, 299, 3] float32 in [0, 255].
+  """
+  check_resize_mode(mode)
+  images = images.astype(jnp.float32)
+  if mode == "legacy_tensorflow":
+    return resize_bilinear_tf1(images, INPUT_SIZE)
+  # One matmul per axis with dense [299, in] weights, width first as in Pillow.
+  width_weights = jnp.asarray(_pil_bicubic_weights(images.shape[2], INPUT_SIZE), jnp.float32)
+  height_weights = jnp.asarray(_pil_bicubic_weights(images.shape[1], INPUT_SIZE), jnp.float32)
+  highest = jax.lax.Precision.HIGHEST  # Not TF32/bf16 passes on accelerators.
+  resized = jnp.einsum("bhwc,ow->bhoc", images, width_weights, precision=highest)
+  resized = jnp.einsum("bhwc,oh->bowc", resized, height_weights, precision=highest)
+  return jnp.clip(resized, 0.0, 255.0)
+
+
+def _pil_bicubic_weights(in_size: int, out_size: int) -> np.ndarray:
+  """[out_size, in_size] float64 weights of Pillow's bicubic `Image.resize` along one axis.
+
+  Pillow's `precompute_coeffs`: output pixel o is centred on source coordinate
+  (o + 0.5) * in / out; the Keys cubic (a = -0.5) is stretched by the downscale
+  factor (antialiasing) and each row is normalised over the source pixels that
+  exist, which is also how the borders are handled.
+  """
+  scale = in_size / out_size
+  filter_scale = max(scale, 1.0)
+  centres = (np.arange(out_size) + 0.5) * scale
+  x = np.abs((np.arange(in_size)[None, :] - centres[:, None] + 0.5) * (1.0 / filter_scale))
+  a = -0.5
+  weights = np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
+                     np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0))
+  return weights / weights.sum(axis=1, keepdims=True)
 
 
 class BasicConv2d(nn.Module):
@@ -180,7 +260,12 @@ class InceptionE(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-  """Inception-v3 as used for FID, up to the 2048-d average-pooled features."""
+  """Inception-v3 as used for FID, up to the 2048-d average-pooled features.
+
+  Attributes:
+    resize_mode: how images reach 299x299, a key of `RESIZE_MODES`.
+  """
+  resize_mode: str = DEFAULT_RESIZE_MODE
 
   @nn.compact
   def __call__(self, images):
@@ -192,7 +277,7 @@ class FIDInceptionV3(nn.Module):
     Returns:
       [B, 2048] float32.
     """
-    x = resize_bilinear_tf1(images.astype(jnp.float32), INPUT_SIZE)
+    x = resize_for_inception(images, self.resize_mode)
     x = (x - 128.0) / 128.0
     x = BasicConv2d(32, (3, 3), strides=2, name="Conv2d_1a_3x3")(x)
     x = BasicConv2d(32, (3, 3), name="Conv2d_2a_3x3")(x)
@@ -253,24 +338,33 @@ class InceptionFeatures:
 
   `name` labels the distance computed from these features: "FID" only for the
   standard weights, "FD_inception_random_init" for seeded random weights, so
-  nobody mistakes one for the other.
+  nobody mistakes one for the other. `resize_mode` (a key of `RESIZE_MODES`)
+  says how the images reached 299x299; reports should carry it, since FIDs of
+  different modes are not comparable.
   """
 
-  def __init__(self, variables: dict, name: str, batch_size: int = 32):
+  def __init__(self, variables: dict, name: str, batch_size: int = 32,
+               resize_mode: str = DEFAULT_RESIZE_MODE):
+    """Raises ValueError naming `resize_mode` when it is not a key of `RESIZE_MODES`."""
+    check_resize_mode(resize_mode)
     self.variables = jax.device_put(variables)
     self.name = name
     self.batch_size = batch_size
-    self._apply = jax.jit(FIDInceptionV3().apply)
+    self.resize_mode = resize_mode
+    self._apply = jax.jit(FIDInceptionV3(resize_mode=resize_mode).apply)
 
   @classmethod
-  def pretrained(cls, weights_path: str | None = None, batch_size: int = 32):
+  def pretrained(cls, weights_path: str | None = None, batch_size: int = 32,
+                 resize_mode: str = DEFAULT_RESIZE_MODE):
     """Standard FID weights (downloaded and cached when `weights_path` is None)."""
+    check_resize_mode(resize_mode)  # Before a download.
     variables = load_fid_variables(weights_path or pretrained.fetch(FID_WEIGHTS))
-    return cls(variables, "FID", batch_size)
+    return cls(variables, "FID", batch_size, resize_mode)
 
   @classmethod
-  def random_init(cls, seed: int = 0, batch_size: int = 32):
-    return cls(random_fid_variables(seed), "FD_inception_random_init", batch_size)
+  def random_init(cls, seed: int = 0, batch_size: int = 32,
+                  resize_mode: str = DEFAULT_RESIZE_MODE):
+    return cls(random_fid_variables(seed), "FD_inception_random_init", batch_size, resize_mode)
 
   def __call__(self, images: Sequence[np.ndarray], progress: str = "") -> np.ndarray:
     """Features of a sequence of images.
