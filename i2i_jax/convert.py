@@ -12,15 +12,40 @@ CLI (writes an Orbax checkpoint that `i2i_jax.translate --workdir` and
       --workdir=/tmp/imported
 """
 
+from collections.abc import Sequence
 from typing import Any
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_flags
 
+from i2i_jax import checkpoint
+from i2i_jax import cli
+from i2i_jax import training
 from i2i_jax.models import pretrained
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait
+
+
+# The command's own flags (not absl's global FLAGS), so that every entry point
+# imports next to the others although their flag names overlap (cli.py).
+FLAGS = flags.FlagValues()
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Official VSAIT Lightning checkpoint (.ckpt) to import.",
+    required=True, flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A new directory to write the Orbax checkpoint to (a workdir that "
+    "`i2i_jax.translate --workdir` and `i2i_jax.train --workdir` accept); one that "
+    "already holds checkpoints is refused.", required=True, flag_values=FLAGS)
+_VGG = flags.DEFINE_enum(
+    "vgg", "checkpoint", ["checkpoint", "config"],
+    "Take the VGG19 weights from the checkpoint's feature extractor, or from "
+    "config.model.vgg_weights.", flag_values=FLAGS)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/vsait.py",
+    "Config whose `model` block matches the checkpoint's architecture.", flag_values=FLAGS)
 
 
 def import_official_checkpoint(state_dict: torch_layout.StateDict,
@@ -45,10 +70,18 @@ def import_official_checkpoint(state_dict: torch_layout.StateDict,
   return variables
 
 
-def main(argv: list[str]) -> None:
-  from i2i_jax import checkpoint, cli, training  # pylint: disable=g-import-not-at-top
-  if len(argv) > 1:
-    raise cli.UsageError(f"unexpected arguments {argv[1:]}")
+def main(argv: Sequence[str]) -> int:
+  """`python -m i2i_jax.convert` in this process: `argv` as sys.argv; returns the exit status.
+
+  Raises:
+    cli.HelpRequested: --help.
+    cli.UsageError: a bad flag, a file that is not a matching checkpoint, a
+      workdir that already holds checkpoints.
+    cli.RunError: the checkpoint cannot be written.
+  """
+  arguments = cli.parse_flags(argv, FLAGS, __doc__)
+  if len(arguments) > 1:
+    raise cli.UsageError(f"unexpected arguments {arguments[1:]}")
   checkpoint.quiet_orbax_logs()
   config = _CONFIG.value
   existing = checkpoint.checkpoint_dir(_WORKDIR.value)
@@ -79,27 +112,8 @@ def main(argv: list[str]) -> None:
     raise cli.RunError(f"--workdir={_WORKDIR.value}: cannot write the checkpoint: {e}") from e
   print(f"wrote {checkpoint.checkpoint_dir(_WORKDIR.value)}/0 from {_CHECKPOINT.value} "
         "(optimizer states start fresh)")
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a program, so that importing the
-  # converter (tests and benchmarks do) does not claim --config or --workdir.
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from i2i_jax import cli  # pylint: disable=g-import-not-at-top
-
-  _CHECKPOINT = flags.DEFINE_string(
-      "checkpoint", None, "Official VSAIT Lightning checkpoint (.ckpt) to import.",
-      required=True)
-  _WORKDIR = flags.DEFINE_string(
-      "workdir", None, "A new directory to write the Orbax checkpoint to (a workdir that "
-      "`i2i_jax.translate --workdir` and `i2i_jax.train --workdir` accept); one that "
-      "already holds checkpoints is refused.", required=True)
-  _VGG = flags.DEFINE_enum(
-      "vgg", "checkpoint", ["checkpoint", "config"],
-      "Take the VGG19 weights from the checkpoint's feature extractor, or from "
-      "config.model.vgg_weights.")
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", "configs/vsait.py",
-      "Config whose `model` block matches the checkpoint's architecture.")
   cli.run(main)

@@ -32,6 +32,7 @@ View the logs with `tensorboard --logdir DIR/tensorboard`.
 """
 
 import dataclasses
+from collections.abc import Sequence
 import datetime
 import difflib
 import functools
@@ -61,6 +62,16 @@ from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
 from i2i_jax.models import pretrained
 from i2i_jax.models import vsait
+
+# The command's own flags (not absl's global FLAGS), so that every entry point
+# imports next to the others although their flag names overlap (cli.py).
+FLAGS = flags.FlagValues()
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training configuration file (see configs/).", flag_values=FLAGS,
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.",
+                               flag_values=FLAGS)
+flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 # Crops used only to trace shapes at initialisation (the nets are fully convolutional).
 _INIT_IMAGE_SHAPE = (64, 64)
@@ -424,25 +435,37 @@ def _explain_config_error(argv: list[str], error: Exception) -> str:
   return f"--config={path}: {type(error).__name__}: {_last_line(error)}"
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def _parse_flags(argv: Sequence[str]) -> list[str]:
   """`cli.parse_flags`, with config files and keys that config_flags rejects in one line.
 
   config_flags loads --config and applies the --config.KEY overrides while the
   flags are parsed, raising KeyError or AttributeError (an unknown key: the
   message names only its last part) or OSError (a file that does not load; with
   no override, only when the config is first used).
+
+  Raises:
+    cli.UsageError: naming the file or the key.
   """
   try:
-    remaining = cli.parse_flags(argv)
+    arguments = cli.parse_flags(argv, FLAGS, __doc__)
     _CONFIG.value.get("model")
   except (AttributeError, KeyError, IndexError, OSError, TypeError, ValueError) as e:
-    cli.fail(_explain_config_error(argv, e), cli.EXIT_USAGE)
-  return remaining
+    raise cli.UsageError(_explain_config_error(list(argv), e)) from e
+  return arguments
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: Sequence[str]) -> int:
+  """`python -m i2i_jax.train` in this process: `argv` as sys.argv; returns the exit status.
+
+  Raises:
+    cli.HelpRequested: --help.
+    cli.UsageError: a bad flag, config file or key, or a workdir of another config.
+    cli.RunError: no intact checkpoint, a non-finite loss, an unwritable workdir.
+    KeyboardInterrupt: Ctrl-C, after saving a checkpoint.
+  """
+  arguments = _parse_flags(argv)
+  if len(arguments) > 1:
+    raise cli.UsageError(f"unexpected arguments: {arguments[1:]}")
   checkpoint.quiet_orbax_logs()
   sharding.maybe_initialize_distributed()
   try:
@@ -451,14 +474,8 @@ def main(argv):
     raise cli.UsageError(str(e)) from e
   except (checkpoint.CheckpointError, FloatingPointError, OSError) as e:
     raise cli.RunError(str(e)) from e
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a program, so that the library parts of
-  # this module can be imported next to the other entry points (whose flag
-  # names overlap: --workdir, --labels, --batch_size).
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Training configuration file (see configs/).", lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main, flags_parser=_parse_flags)
+  cli.run(main)

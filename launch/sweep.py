@@ -32,7 +32,7 @@ trainer resumes from each workdir's last checkpoint).
 ROOT may be a local path or gs:// / s3:// where etils epath can reach it.
 """
 
-import argparse
+from collections.abc import Sequence
 import csv
 import importlib.util
 import io
@@ -45,9 +45,11 @@ import subprocess
 import sys
 from typing import Any
 
+from absl import flags
 from etils import epath
 import numpy as np
 
+from i2i_jax import cli
 from i2i_jax import metric_writer
 
 LAUNCH_DIR = epath.Path(__file__).parent
@@ -192,17 +194,22 @@ def launch_commands(sweep_plan: dict[str, Any], root: epath.Path, launcher: str,
   raise ValueError(f"unknown --launcher={launcher!r}; use local, slurm or tpu")
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-  root = epath.Path(args.root)
-  sweep_plan = plan(args.sweep_file, str(root))
-  commands = launch_commands(sweep_plan, root, args.launcher, args.tpu_args)
-  if args.dry_run:
+def run_sweep(sweep_file: str, root: str, launcher: str = "local", tpu_args: str = "",
+              dry_run: bool = False) -> int:
+  """Runs every run of `sweep_file` (see `launch_commands`); returns 0, or 1 if one failed.
+
+  With `dry_run`, prints the commands and neither writes nor runs anything.
+  """
+  root = epath.Path(root)
+  sweep_plan = plan(sweep_file, str(root))
+  commands = launch_commands(sweep_plan, root, launcher, tpu_args)
+  if dry_run:
     for command in commands:
       print(shlex.join(command))
     return 0
   write_plan(sweep_plan, root)
   # slurm: one command (the array job) for all runs; otherwise one command per run.
-  labels = (["sbatch"] if args.launcher == "slurm"
+  labels = (["sbatch"] if launcher == "slurm"
             else [run["name"] for run in sweep_plan["runs"]])
   failed = []
   for label, command in zip(labels, commands):
@@ -293,47 +300,88 @@ def csv_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
   return out.getvalue()
 
 
-def collect(args: argparse.Namespace) -> int:
-  root = epath.Path(args.root)
+def collect(root: str, sort: str = "", metrics: Sequence[str] = ()) -> str:
+  """The Markdown table of every run of the sweep in `root`; also writes ROOT/results.{md,csv}.
+
+  Args:
+    root: the root `run_sweep` wrote ROOT/sweep.json to.
+    sort: a column to sort by, "-" first for descending (default: the swept values).
+    metrics: the metric columns (default: every metric of any run).
+  """
+  root = epath.Path(root)
   if not (root / SWEEP_JSON).exists():
     raise FileNotFoundError(f"no {SWEEP_JSON} in {root}: is it the --root of `sweep.py run`?")
   sweep_plan = json.loads((root / SWEEP_JSON).read_text())
   metric_columns, rows = collect_rows(sweep_plan)
-  if args.metrics:
-    metric_columns = args.metrics.split(",")
+  if metrics:
+    metric_columns = list(metrics)
   columns = ["run", "status", "step", *sweep_plan["swept"], *metric_columns]
-  rows = sort_rows(rows, args.sort, sweep_plan["swept"])
+  rows = sort_rows(rows, sort, sweep_plan["swept"])
   # Override values exactly as the runs were given them ("1.0", "(32,16,1)").
   rows = [{**row, **{key: format_value(row[key]) for key in sweep_plan["swept"]}}
           for row in rows]
   table = markdown_table(columns, rows)
   (root / "results.md").write_text(table)
   (root / "results.csv").write_text(csv_table(columns, rows))
-  print(table, end="")
-  return 0
+  return table
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="launch/sweep.py", description=__doc__.split("\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog=__doc__.split("\n", 1)[1])
-  commands = parser.add_subparsers(dest="command", required=True)
-  run_parser = commands.add_parser("run", help="run (or emit) every run of a sweep file")
-  run_parser.add_argument("sweep_file", help="Python file with get_sweep()")
-  run_parser.add_argument("--root", required=True, help="each run goes to ROOT/<run name>")
-  run_parser.add_argument("--launcher", default="local", choices=("local", "slurm", "tpu"))
-  run_parser.add_argument("--tpu_args", default="", help="launch/tpu_pod.sh flags (tpu)")
-  run_parser.add_argument("--dry-run", action="store_true",
-                          help="print the commands; write and run nothing")
-  collect_parser = commands.add_parser("collect", help="one table of every run's final numbers")
-  collect_parser.add_argument("--root", required=True, help="the --root of `run`")
-  collect_parser.add_argument("--sort", default="",
-                              help="column to sort by, '-' first for descending")
-  collect_parser.add_argument("--metrics", default="",
-                              help="comma-separated metric columns (default: all)")
-  args = parser.parse_args(argv)
-  return run_sweep(args) if args.command == "run" else collect(args)
+# Each command's own flags (cli.py): `run` and `collect` both have --root.
+RUN_FLAGS = flags.FlagValues()
+_RUN_ROOT = flags.DEFINE_string("root", None, "Each run goes to ROOT/<run name>.",
+                                required=True, flag_values=RUN_FLAGS)
+_LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm", "tpu"],
+                              "Where the runs run.", flag_values=RUN_FLAGS)
+_TPU_ARGS = flags.DEFINE_string("tpu_args", "", "launch/tpu_pod.sh flags (--launcher=tpu).",
+                                flag_values=RUN_FLAGS)
+_DRY_RUN = flags.DEFINE_bool("dry-run", False, "Print the commands; write and run nothing.",
+                             flag_values=RUN_FLAGS)
+COLLECT_FLAGS = flags.FlagValues()
+_COLLECT_ROOT = flags.DEFINE_string("root", None, "The --root of `run`.", required=True,
+                                    flag_values=COLLECT_FLAGS)
+_SORT = flags.DEFINE_string("sort", "", "Column to sort by, '-' first for descending.",
+                            flag_values=COLLECT_FLAGS)
+_METRICS = flags.DEFINE_list("metrics", [], "Comma-separated metric columns (default: all).",
+                             flag_values=COLLECT_FLAGS)
+_COMMANDS = {"run": RUN_FLAGS, "collect": COLLECT_FLAGS}
+
+
+def _help() -> str:
+  return "".join([__doc__.rstrip(), "\n"] + [
+      f"\n`{name}` flags:\n{flag_values.get_help(include_special_flags=False)}\n"
+      for name, flag_values in _COMMANDS.items()])
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python launch/sweep.py COMMAND ...` in this process: `argv` as sys.argv; returns 0 or 1.
+
+  Raises:
+    cli.HelpRequested: --help (before or after the command).
+    cli.UsageError: no command, a bad flag, a sweep file, config key or
+      column that does not exist.
+  """
+  command = argv[1] if len(argv) > 1 else ""
+  if command not in _COMMANDS:
+    if command in ("--help", "-help", "-h", "--helpshort", "-?"):
+      raise cli.HelpRequested(_help())
+    raise cli.UsageError(f"expected a command, run or collect, first; got {argv[1:]} "
+                         "(see --help)")
+  arguments = cli.parse_flags([argv[0], *argv[2:]], _COMMANDS[command], __doc__)
+  try:
+    if command == "run":
+      if len(arguments) != 2:
+        raise cli.UsageError(f"run: expected one sweep file, got {arguments[1:]}")
+      return run_sweep(arguments[1], _RUN_ROOT.value, _LAUNCHER.value, _TPU_ARGS.value,
+                       _DRY_RUN.value)
+    if len(arguments) > 1:
+      raise cli.UsageError(f"collect: unexpected arguments {arguments[1:]}")
+    print(collect(_COLLECT_ROOT.value, _SORT.value, _METRICS.value), end="")
+    return 0
+  except KeyError as e:  # its message is the first argument, without str()'s quotes
+    raise cli.UsageError(e.args[0]) from e
+  except (FileNotFoundError, ValueError) as e:
+    raise cli.UsageError(str(e)) from e
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

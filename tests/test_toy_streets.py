@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from i2i_jax import storage
 from i2i_jax.data import sources
 from i2i_jax.data import toy_streets
 
@@ -76,7 +77,7 @@ def test_styles_differ_in_image_statistics_but_not_in_labels():
 
 
 def test_cli_writes_the_folder_layout_that_folder_sources_read(tmp_path):
-  toy_streets.main(["--out", str(tmp_path), "--n", "3", "--style", "both",
+  toy_streets.main(["toy_streets", "--out", str(tmp_path), "--n", "3", "--style", "both",
                     "--height", "64", "--width", "128"])
   for style in toy_streets.STYLE_GROUPS["both"]:
     images = sorted(os.listdir(tmp_path / style / "images"))
@@ -335,16 +336,16 @@ def test_writer_writes_instances_atomically_and_keeps_foreign_files(tmp_path, mo
   with pytest.raises(FileExistsError, match=re.escape(str(foreign))):
     toy_streets.write_folder(str(tmp_path), 2, "real_mismatch", "val", 64, 128)
   assert foreign.read_text() == "[]\n"
-  assert not [p for p in tmp_path.rglob("*.tmp*")]
+  assert not list(tmp_path.rglob(f"*{storage.TEMPORARY_SUFFIX}"))
 
 
 def test_cli_prints_class_frequencies(tmp_path, capsys):
-  toy_streets.main(["--stats", "--n", "2", "--height", "32", "--width", "64"])
+  toy_streets.main(["toy_streets", "--stats", "--n", "2", "--height", "32", "--width", "64"])
   table = capsys.readouterr().out
   assert "| class | sim:train | real:train |" in table and "real_mismatch:val" in table
   assert "| vegetation |" in table and "| traffic light |" in table
   assert not os.listdir(tmp_path)
-  toy_streets.main(["--out", str(tmp_path), "--n", "1", "--style", "detail",
+  toy_streets.main(["toy_streets", "--out", str(tmp_path), "--n", "1", "--style", "detail",
                     "--height", "32", "--width", "64"])
   table = capsys.readouterr().out
   assert "| class | sim_detail:train | real_detail:train | real_mismatch:train |" in table

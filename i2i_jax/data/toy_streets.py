@@ -48,17 +48,21 @@ DIR/<style>/instances/00000.{json,png}, and prints the class frequencies of what
 it wrote; `--stats` prints the frequencies of every style without writing.
 """
 
-import argparse
+from collections.abc import Sequence
 import dataclasses
 import io
 import json
 import os
 import sys
 
+from absl import flags
 import numpy as np
 from PIL import Image
 from PIL import ImageFilter
 from scipy import ndimage
+
+from i2i_jax import cli
+from i2i_jax import storage
 
 # Cityscapes train ids (index = train id); 255 is "ignore".
 CLASS_NAMES = (
@@ -644,7 +648,7 @@ def frequency_table(frequencies: dict[str, np.ndarray]) -> str:
 
 
 def _write_file(data: bytes, path: str):
-  """Writes a file atomically: a half-written file never has the final name.
+  """Writes a file through `storage.atomic_write`: never half-written under its name.
 
   A file already at `path` is kept when it holds exactly these bytes (a rerun of
   the same command) and refused otherwise: the writer never replaces a file it
@@ -659,10 +663,8 @@ def _write_file(data: bytes, path: str):
         return
     raise FileExistsError(f"toy_streets: {path} exists and differs from the scene it would "
                           "write; choose an empty --out (existing files are never replaced)")
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
+  with storage.atomic_write(path) as f:
     f.write(data)
-  os.replace(tmp, path)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -719,35 +721,50 @@ def _stats(n: int, height: int, width: int) -> dict[str, np.ndarray]:
           for s, split in variants}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m i2i_jax.data.toy_streets", description=__doc__.split("\n")[0])
-  parser.add_argument("--out", help="output folder (required unless --stats)")
-  parser.add_argument("--stats", action="store_true",
-                      help="print the class frequencies of every style, write nothing")
-  parser.add_argument("--n", type=int, default=1000, help="images per style")
-  parser.add_argument("--style", default="both", choices=(*STYLES, *STYLE_GROUPS),
-                      help="a style, 'both' (sim, real) or 'detail' (sim_detail, "
-                      "real_detail, real_mismatch); --stats prints every style")
-  parser.add_argument("--split", default="train", choices=SPLITS)
-  parser.add_argument("--height", type=int, default=256)
-  parser.add_argument("--width", type=int, default=512)
-  args = parser.parse_args(argv)
-  if not args.stats and not args.out:
-    parser.error("--out is required (or --stats to print class frequencies only)")
+# The command's own flags (not absl's global FLAGS), so that every entry point
+# imports next to the others although their flag names overlap (cli.py).
+FLAGS = flags.FlagValues()
+_OUT = flags.DEFINE_string("out", None, "Output folder (required unless --stats).",
+                           flag_values=FLAGS)
+_STATS = flags.DEFINE_bool("stats", False, "Print the class frequencies of every style, "
+                           "write nothing.", flag_values=FLAGS)
+_N = flags.DEFINE_integer("n", 1000, "Images per style.", flag_values=FLAGS)
+_STYLE = flags.DEFINE_enum(
+    "style", "both", [*STYLES, *STYLE_GROUPS], "A style, 'both' (sim, real) or 'detail' "
+    "(sim_detail, real_detail, real_mismatch); --stats prints every style.", flag_values=FLAGS)
+_SPLIT = flags.DEFINE_enum("split", "train", list(SPLITS), "Which seeds to render.",
+                           flag_values=FLAGS)
+_HEIGHT = flags.DEFINE_integer("height", 256, "Image height in pixels.", flag_values=FLAGS)
+_WIDTH = flags.DEFINE_integer("width", 512, "Image width in pixels.", flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python -m i2i_jax.data.toy_streets` in this process: `argv` as sys.argv; returns 0.
+
+  Raises:
+    cli.HelpRequested: --help.
+    cli.UsageError: a bad flag, no --out, or a file in --out that differs from
+      the scene it would write.
+  """
+  arguments = cli.parse_flags(argv, FLAGS, __doc__)
+  if len(arguments) > 1:
+    raise cli.UsageError(f"unexpected arguments {arguments[1:]}")
+  if not _STATS.value and not _OUT.value:
+    raise cli.UsageError("--out is required (or --stats to print class frequencies only)")
   try:
-    if args.stats:
-      frequencies = _stats(args.n, args.height, args.width)
+    if _STATS.value:
+      frequencies = _stats(_N.value, _HEIGHT.value, _WIDTH.value)
     else:
-      frequencies = write_folder(args.out, args.n, args.style, args.split,
-                                 args.height, args.width)
+      frequencies = write_folder(_OUT.value, _N.value, _STYLE.value, _SPLIT.value,
+                                 _HEIGHT.value, _WIDTH.value)
   except (OSError, ValueError) as e:
-    parser.error(str(e))  # one line, exit 2
-  print(f"Pixel share per class (%), {args.n} scenes per variant at "
-        f"{args.height}x{args.width}:\n{frequency_table(frequencies)}")
-  if not args.stats:
-    print(f"wrote {args.n} scenes per style to {args.out}", file=sys.stderr)
+    raise cli.UsageError(str(e)) from e
+  print(f"Pixel share per class (%), {_N.value} scenes per variant at "
+        f"{_HEIGHT.value}x{_WIDTH.value}:\n{frequency_table(frequencies)}")
+  if not _STATS.value:
+    print(f"wrote {_N.value} scenes per style to {_OUT.value}", file=sys.stderr)
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

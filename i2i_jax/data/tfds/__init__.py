@@ -5,14 +5,18 @@ with TFDS. Build one from its manually downloaded files with
 
   python -m i2i_jax.data.tfds NAME MANUAL_DIR [--data_dir DIR]
 
-and read it in a config as `tfds:NAME[:SPLIT]`. TensorFlow is not needed.
+(NAME: gta5, cityscapes_fine, image_folder[/with_labels]; MANUAL_DIR: the
+extracted downloads) and read it in a config as `tfds:NAME[:SPLIT]`.
+TensorFlow is not needed.
 """
 
-import argparse
+from collections.abc import Sequence
 import os
 
+from absl import flags
 import tensorflow_datasets as tfds
 
+from i2i_jax import cli
 from i2i_jax.data.tfds import cityscapes
 from i2i_jax.data.tfds import gta5
 from i2i_jax.data.tfds import image_folder
@@ -40,18 +44,35 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None):
   return builder
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m i2i_jax.data.tfds",
-                                   description=__doc__.split("\n")[0])
-  parser.add_argument("name", help="gta5, cityscapes_fine, image_folder[/with_labels]")
-  parser.add_argument("manual_dir", help="the extracted downloads")
-  parser.add_argument("--data_dir", default=None,
-                      help="where to store it (default: TFDS's, $TFDS_DATA_DIR)")
-  args = parser.parse_args(argv)
-  if not os.path.isdir(args.manual_dir):
-    parser.error(f"manual_dir {args.manual_dir!r} is not a directory")
+# The command's own flags (not absl's global FLAGS), so that every entry point
+# imports next to the others although their flag names overlap (cli.py).
+FLAGS = flags.FlagValues()
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Where to store it (default: TFDS's, $TFDS_DATA_DIR).", flag_values=FLAGS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m i2i_jax.data.tfds` in this process: `argv` as sys.argv; returns 0.
+
+  With no `argv` (this package's __main__.py), runs as the command through
+  `cli.run`, which calls `main(sys.argv)`.
+
+  Raises:
+    cli.HelpRequested: --help.
+    cli.UsageError: a bad flag, not NAME and MANUAL_DIR, a MANUAL_DIR that is
+      not a folder, an unknown NAME, files the builder cannot read (first line).
+  """
+  if argv is None:
+    cli.run(main)
+  arguments = cli.parse_flags(argv, FLAGS, __doc__)
+  if len(arguments) != 3:
+    raise cli.UsageError(f"expected NAME MANUAL_DIR, got {arguments[1:]}")
+  name, manual_dir = arguments[1:]
+  if not os.path.isdir(manual_dir):
+    raise cli.UsageError(f"manual_dir {manual_dir!r} is not a directory")
   try:
-    builder = prepare(args.name, args.manual_dir, args.data_dir)
+    builder = prepare(name, manual_dir, _DATA_DIR.value)
   except (OSError, ValueError, tfds.core.registered.DatasetNotFoundError) as e:
-    parser.error(f"{type(e).__name__}: {e}".splitlines()[0])  # one line, exit 2
+    raise cli.UsageError(f"{type(e).__name__}: {e}".splitlines()[0]) from e
   print(builder.info)
+  return cli.EXIT_OK
