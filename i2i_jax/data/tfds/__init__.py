@@ -51,19 +51,14 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where to store it (default: TFDS's, $TFDS_DATA_DIR).", flag_values=FLAGS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
   """`python -m i2i_jax.data.tfds` in this process: `argv` as sys.argv; returns 0.
-
-  With no `argv` (this package's __main__.py), runs as the command through
-  `cli.run`, which calls `main(sys.argv)`.
 
   Raises:
     cli.HelpRequested: --help.
     cli.UsageError: a bad flag, not NAME and MANUAL_DIR, a MANUAL_DIR that is
       not a folder, an unknown NAME, files the builder cannot read (first line).
   """
-  if argv is None:
-    cli.run(main)
   arguments = cli.parse_flags(argv, FLAGS, __doc__)
   if len(arguments) != 3:
     raise cli.UsageError(f"expected NAME MANUAL_DIR, got {arguments[1:]}")
