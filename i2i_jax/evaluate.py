@@ -1,19 +1,34 @@
 r"""Evaluates a translation X -> F(X) against a real domain Y; writes report.json and report.md.
 
   python -m i2i_jax.evaluate --source=folder:sim/ --labels=sim_labels/ \
-      --translated=translated/ --target=folder:real/ --target_labels=real_labels/ --out=report/
+      --translated=translated/ --target=folder:real/ --target_labels=real_labels/ --out=report/ \
+      [--ideal=folder:ideal/] [--instances=sim_instances/]
 
 Sources are `open_source` specs ("folder:PATH", "tfds:NAME[:SPLIT]",
 "toy_streets:sim|real[:SPLIT]"); a bare path means "folder:PATH". The translated
 folder must hold exactly one image per source image, under the same relative
 path (the extension may differ); a missing or extra file is an error that names it.
+The same holds for `--ideal`, the ideal translation of X where it exists (on
+the toy world, the real-style render of the same scenes): flips are then also
+reported as the excess over the ideal's, and detail numbers beside the ideal's.
+`--out` may be any `etils.epath` path (gs://bucket/report too).
+
+Instances for the detail section: `--instances` (a folder of <stem>.json and
+<stem>.png per source image, as `python -m i2i_jax.data.toy_streets --out DIR`
+writes them in DIR/<style>/instances); by default the `instances` folder beside
+--labels (or beside the source images) when there is one, the rendered ones
+for toy_streets sources, else connected components of X's classes.
 
 Sections (each skipped, with a note, when its inputs are missing):
   fid         FID and KID of F(X) against Y.
   domain_gap  FD(X,Y) vs FD(F(X),Y) and the scatter of the three feature clouds.
   semantic    mIoU / pixel accuracy / per-class IoU of seg(F(X)) against X's labels.
-  flips       the class flip matrix between X's labels (or seg(X)) and seg(F(X)).
-  detail      per-instance retention and high-frequency energy of poles, lights, signs.
+  flips       the class flip matrix between X's labels (or seg(X)) and seg(F(X)),
+              raw and in excess of the ideal translation's.
+  detail      per-instance retention of poles, lights, signs (contrast, segmenter)
+              and light-state accuracy.
+The segmenter runs once over F(X) (and X, the ideal translation where they are
+needed); the semantic, flips and detail sections share its predictions.
   downstream  a segmenter trained on F(X) vs one trained on X, tested on Y's labels.
 
 Offline, without the standard Inception weights, `--fd_network=auto` falls back
@@ -32,15 +47,17 @@ had with --fd_network=inception, a segmenter that cannot be loaded, a bug).
 """
 
 import contextlib
-import os
+import posixpath
 import time
 from collections.abc import Sequence
 
 from absl import flags
 from absl import logging
+from etils import epath
 import numpy as np
 
 from i2i_jax import cli
+from i2i_jax import storage
 from i2i_jax.data import sources
 from i2i_jax.metrics import detail
 from i2i_jax.metrics import domain_gap
@@ -48,6 +65,7 @@ from i2i_jax.metrics import downstream
 from i2i_jax.metrics import fid
 from i2i_jax.metrics import flips
 from i2i_jax.metrics import inception
+from i2i_jax.metrics import instances as instances_lib
 from i2i_jax.metrics import report
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
@@ -57,7 +75,7 @@ FD_NETWORKS = ("auto", "inception", "inception_random_init", "none")
 
 def _open(flag: str, spec: str, labels: str = ""):
   """Opens the source of `--flag`; a missing folder or a bad spec is a UsageError naming it."""
-  if ":" not in spec or os.path.isdir(spec):
+  if ":" not in spec or epath.Path(spec).is_dir():
     spec = f"folder:{spec}"
   try:
     return sources.open_source(spec, labels=labels)
@@ -105,29 +123,33 @@ def _relpaths(source) -> list[str]:
   return [source[index]["relpath"] for index in range(len(source))]
 
 
+def _stem(relpath: str) -> str:
+  return posixpath.splitext(relpath)[0]
+
+
 def match_translated(source_relpaths: Sequence[str], translated_relpaths: Sequence[str],
-                     translated_root: str) -> list[int]:
+                     translated_root: str, flag: str = "translated") -> list[int]:
   """Index into the translated files for each source file, matched by path without extension.
 
   Raises:
-    cli.UsageError: naming the missing and extra files.
+    cli.UsageError: naming the flag and the missing and extra files.
   """
-  stems = {os.path.splitext(path)[0]: index for index, path in enumerate(translated_relpaths)}
-  source_stems = {os.path.splitext(path)[0] for path in source_relpaths}
-  missing = [path for path in source_relpaths if os.path.splitext(path)[0] not in stems]
-  extra = [path for path in translated_relpaths if os.path.splitext(path)[0] not in source_stems]
+  stems = {_stem(path): index for index, path in enumerate(translated_relpaths)}
+  source_stems = {_stem(path) for path in source_relpaths}
+  missing = [path for path in source_relpaths if _stem(path) not in stems]
+  extra = [path for path in translated_relpaths if _stem(path) not in source_stems]
   if missing or extra:
     def listing(paths):
       return ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
     problems = []
     if missing:
-      problems.append(f"missing {len(missing)} translated image(s) for source file(s): "
+      problems.append(f"missing {len(missing)} image(s) for source file(s): "
                       f"{listing(missing)}")
     if extra:
       problems.append(f"{len(extra)} extra file(s) with no source image: {listing(extra)}")
-    raise cli.UsageError(f"--translated={translated_root} does not match --source: "
+    raise cli.UsageError(f"--{flag}={translated_root} does not match --source: "
                          + "; ".join(problems) + ".")
-  return [stems[os.path.splitext(path)[0]] for path in source_relpaths]
+  return [stems[_stem(path)] for path in source_relpaths]
 
 
 def _feature_network(choice: str, weights: str, batch_size: int, seed: int, notes: list[str]):
@@ -196,10 +218,11 @@ def _check_settings(*, fd_network: str, inception_weights: str, segmenter: str,
   """Raises cli.UsageError naming the first setting out of its range."""
   if fd_network not in FD_NETWORKS:
     raise cli.UsageError(f"--fd_network={fd_network!r}: expected one of {', '.join(FD_NETWORKS)}.")
-  if fd_network == "inception" and inception_weights and not os.path.isfile(inception_weights):
+  if fd_network == "inception" and inception_weights and not epath.Path(
+      inception_weights).is_file():
     # (--fd_network=auto falls back to random weights instead, with a warning.)
     raise cli.UsageError(f"--inception_weights={inception_weights}: no such file.")
-  if segmenter and not os.path.exists(segmenter):
+  if segmenter and not epath.Path(segmenter).exists():
     raise cli.UsageError(f"--segmenter={segmenter}: no such file or folder.")
   minimums = dict(segmenter_steps=(segmenter_steps, 1), downstream_steps=(downstream_steps, 0),
                   kid_subsets=(kid_subsets, 1), kid_subset_size=(kid_subset_size, 2),
@@ -248,8 +271,66 @@ class _Stages:
                  _duration(time.perf_counter() - self.started))
 
 
+def _instances(source_data, source_relpaths: Sequence[str], instances: str, labels: str,
+               references, notes: list[str]):
+  """X's instances for the detail section (see the module docstring); notes say which."""
+  if instances:
+    try:
+      found = instances_lib.InstanceFolder(instances, source_relpaths)
+    except FileNotFoundError as e:
+      raise cli.UsageError(f"--instances={instances}: {e}") from e
+    notes.append(f"Detail: instances annotated in {instances}.")
+    return found
+  if isinstance(source_data, sources.ToyStreetsSource):
+    notes.append("Detail: instances of the toy_streets scenes.")
+    return instances_lib.ToyStreetsInstances(source_data)
+  for folder in (labels, getattr(source_data, "root", "")):
+    beside = epath.Path(folder).parent / "instances" if folder else None
+    if beside is not None and beside.is_dir():
+      try:
+        found = instances_lib.InstanceFolder(beside, source_relpaths)
+      except FileNotFoundError as e:
+        raise cli.UsageError(f"--instances (found beside {folder}): {e}; pass --instances "
+                             "explicitly.") from e
+      notes.append(f"Detail: instances annotated in {beside}.")
+      return found
+  notes.append("Detail: no instance annotations; instances are the connected components of "
+               "each small class in X's classes (no light states).")
+  return instances_lib.LabelComponents(references, detail.DETAIL_CLASSES)
+
+
+class _Annotations:
+  """Instances whose unreadable files become a UsageError naming the flag."""
+
+  def __init__(self, found):
+    self.found = found
+
+  def __len__(self) -> int:
+    return len(self.found)
+
+  def __getitem__(self, index: int):
+    try:
+      return self.found[index]
+    except ValueError as e:
+      raise cli.UsageError(f"--instances: {e}") from e
+
+
+def _check_out(out: str) -> epath.Path:
+  """The report folder, created; cli.RunError naming it when it cannot be written."""
+  folder = epath.Path(out)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = storage.temporary_path(folder / "report.json")
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise cli.RunError(f"--out={out}: {e}") from e
+  return folder
+
+
 def evaluate(*, source: str, translated: str, target: str, out: str, labels: str = "",
-             target_labels: str = "", fd_network: str = "auto", inception_weights: str = "",
+             target_labels: str = "", ideal: str = "", instances: str = "",
+             fd_network: str = "auto", inception_weights: str = "",
              segmenter: str = "", segmenter_steps: int = 300, segmenter_size: str = "",
              downstream_steps: int = 300, kid_subsets: int = fid.KID_SUBSETS,
              kid_subset_size: int = fid.KID_SUBSET_SIZE, worst_k: int = 4,
@@ -261,12 +342,12 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   inside the long loops.
 
   Returns:
-    The report dict written to `out/report.json`.
+    The report dict written to `out/report.json` (`out` may be gs://...).
 
   Raises:
-    cli.UsageError: a missing folder, translated files that do not match the
-      source files, an unreadable input file or a setting out of range (the
-      message names the flag and the file).
+    cli.UsageError: a missing folder, translated (or ideal) files that do not
+      match the source files, an unreadable input file or a setting out of
+      range (the message names the flag and the file).
     cli.RunError: --out cannot be written, --fd_network=inception without its
       weights, or a segmenter that cannot be loaded.
   """
@@ -276,17 +357,21 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
                   kid_subset_size=kid_subset_size, worst_k=worst_k, batch_size=batch_size)
   train_size = _parse_size(segmenter_size)
   inputs = dict(source=source, labels=labels, translated=translated, target=target,
-                target_labels=target_labels, fd_network=fd_network, segmenter=segmenter)
+                target_labels=target_labels, ideal=ideal, instances=instances,
+                fd_network=fd_network, segmenter=segmenter)
   source_data = _open("source", source, labels)
   translated_data = _open("translated", translated)
   target_data = _open("target", target, target_labels)
-  order = match_translated(_relpaths(source_data), _relpaths(translated_data), translated)
-  try:
-    os.makedirs(out, exist_ok=True)
-    if not os.access(out, os.W_OK):
-      raise PermissionError("cannot write into it")
-  except OSError as e:
-    raise cli.RunError(f"--out={out}: {e}") from e
+  source_relpaths = _relpaths(source_data)
+  order = match_translated(source_relpaths, _relpaths(translated_data), translated)
+  ideal_images = None
+  if ideal:
+    ideal_data = _open("ideal", ideal)
+    ideal_images = _Field(ideal_data, "image", "ideal", match_translated(
+        source_relpaths, _relpaths(ideal_data), ideal, flag="ideal"))
+  if instances and not epath.Path(instances).is_dir():
+    raise cli.UsageError(f"--instances={instances}: no such folder.")
+  out_folder = _check_out(out)
   if fd_network != "none":
     for flag, data in (("source", source_data), ("target", target_data)):
       if len(data) < 2:
@@ -309,6 +394,9 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
                        f"{'Y' if on_target else 'X'}'s labels ({segmenter_steps} steps)")
   else:
     segmenter_stage = None
+  segmented = ["F(X)"] + (["X"] if source_labels is None else []) + (
+      ["the ideal translation"] if ideal_images is not None else [])
+  segmenting_stage = f"segmenting {', '.join(segmented)} once for the sections below"
   run_downstream = bool(downstream_steps) and source_labels is not None and on_target
   downstream_stage = (f"downstream: training U-Nets on X and on F(X) ({downstream_steps} steps "
                       "each), testing them on Y")
@@ -317,11 +405,11 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     titles += ["feature network: loading the Inception",
                "fid: features of Y and F(X), FID/KID", "domain_gap: features of X, scatter"]
   if segmenter_stage:
-    titles.append(segmenter_stage)
+    titles += [segmenter_stage, segmenting_stage]
     if source_labels is not None:
-      titles.append("semantic: segmenting F(X)")
-    titles += ["flips: segmenting F(X) against X's references, pictures",
-               "detail: poles, lights and signs in X and F(X)"]
+      titles.append("semantic: seg(F(X)) against X's labels")
+    titles += ["flips: seg(F(X)) against X's references, pictures",
+               "detail: poles, lights and signs of X in F(X)"]
   if run_downstream:
     titles.append(downstream_stage)
   titles.append("report: writing report.json and report.md")
@@ -340,7 +428,7 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
               translated_images)
     with stage(titles[2]):
       gap = domain_gap.DomainGapEvaluator(features, source_images, target_images, features.name,
-                                          out_dir=out, seed=seed)
+                                          out_dir=out_folder, seed=seed)
       sections["domain_gap"] = gap.run(translated_images)
       pictures["domain_gap"] = gap.pictures
 
@@ -366,21 +454,36 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     notes.append("No segmenter and no labels: semantic, flips and detail sections skipped.")
 
   if segment_fn is not None:
+    with stage(segmenting_stage):
+      def segment_all(images):
+        return segmenter_lib.segment_all(
+            segment_fn, images, batch_size=batch_size,
+            progress=f"segmenting --{images.flag}" if progress else "")
+      predicted = segment_all(translated_images)
+      references = source_labels if source_labels is not None else segment_all(source_images)
+      ideal_predicted = segment_all(ideal_images) if ideal_images is not None else None
     if source_labels is not None:
-      with stage("semantic: segmenting F(X)"):
-        sections["semantic"] = semantic.SemanticConsistencyEvaluator(
-            segment_fn, source_labels, progress=progress).run(translated_images)
+      with stage("semantic: seg(F(X)) against X's labels"):
+        sections["semantic"] = semantic.SemanticConsistencyEvaluator(source_labels).run(predicted)
     else:
       notes.append("No labels for X: semantic section skipped; flips and detail use seg(X).")
-    with stage("flips: segmenting F(X) against X's references, pictures"):
+    if ideal_images is None:
+      notes.append("No --ideal: flips are raw rates, which include the segmenter's own errors.")
+    with stage("flips: seg(F(X)) against X's references, pictures"):
       flip_evaluator = flips.FlipEvaluator(
-          segment_fn, source_images, source_labels, out_dir=out, worst_k=worst_k,
-          source_names=_relpaths(source_data), progress=progress)
-      sections["flips"] = flip_evaluator.run(translated_images)
+          source_images, references,
+          reference_name="X's labels" if source_labels is not None else "seg(X)",
+          out_dir=out_folder, worst_k=worst_k, source_names=source_relpaths)
+      sections["flips"] = flip_evaluator.run(translated_images, predicted, ideal_predicted)
       pictures["flips"] = flip_evaluator.pictures
-    with stage("detail: poles, lights and signs in X and F(X)"):
-      sections["detail"] = detail.DetailRetentionEvaluator(
-          segment_fn, source_images, source_labels, progress=progress).run(translated_images)
+    with stage("detail: poles, lights and signs of X in F(X)"):
+      annotations = _Annotations(_instances(source_data, source_relpaths, instances, labels,
+                                            references, notes))
+      try:
+        sections["detail"] = detail.DetailRetentionEvaluator(source_images, annotations).run(
+            translated_images, predicted, ideal_images, ideal_predicted)
+      except ValueError as e:
+        raise cli.UsageError(f"--instances: {e}") from e
 
   if run_downstream:
     with stage(downstream_stage):
@@ -392,7 +495,7 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   elif downstream_steps:
     notes.append("Downstream section skipped: it needs labels for both X and Y.")
   with stage(titles[-1]):
-    return report.write_report(out, sections, pictures, notes, inputs)
+    return report.write_report(out_folder, sections, pictures, notes, inputs)
 
 
 def main(argv):
@@ -400,7 +503,8 @@ def main(argv):
     raise cli.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value; see --help)")
   result = evaluate(
       source=_SOURCE.value, translated=_TRANSLATED.value, target=_TARGET.value, out=_OUT.value,
-      labels=_LABELS.value, target_labels=_TARGET_LABELS.value, fd_network=_FD_NETWORK.value,
+      labels=_LABELS.value, target_labels=_TARGET_LABELS.value, ideal=_IDEAL.value,
+      instances=_INSTANCES.value, fd_network=_FD_NETWORK.value,
       inception_weights=_INCEPTION_WEIGHTS.value, segmenter=_SEGMENTER.value,
       segmenter_steps=_SEGMENTER_STEPS.value, segmenter_size=_SEGMENTER_SIZE.value,
       downstream_steps=_DOWNSTREAM_STEPS.value, kid_subsets=_KID_SUBSETS.value,
@@ -408,7 +512,7 @@ def main(argv):
       batch_size=_BATCH_SIZE.value, seed=_SEED.value)
   for section, metrics in result["metrics"].items():
     logging.info("%s: %s", section, metrics)
-  print(f"Wrote {os.path.join(_OUT.value, 'report.md')} and report.json")
+  print(f"Wrote {epath.Path(_OUT.value) / 'report.md'} and report.json")
 
 
 if __name__ == "__main__":
@@ -430,7 +534,20 @@ if __name__ == "__main__":
   _TARGET_LABELS = flags.DEFINE_string(
       "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
       "split trains the default segmenter and tests the downstream segmenters.")
-  _OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures.")
+  _IDEAL = flags.DEFINE_string(
+      "ideal", "", "The ideal translation of X, where it exists (on the toy world the real-style "
+      "render of the same scenes, e.g. folder:DIR/real_mismatch/images for DIR/sim_detail): an "
+      "open_source spec or folder with one image per source image under the same relative path. "
+      "Flips are then also reported in excess of the ideal's (what the translation adds to the "
+      "segmenter's own errors) and detail numbers beside the ideal's.")
+  _INSTANCES = flags.DEFINE_string(
+      "instances", "", "Folder of X's instance annotations for the detail section: <stem>.json "
+      "and the 16-bit instance map <stem>.png per source image (as toy_streets --out writes them "
+      "in DIR/<style>/instances). Empty: the 'instances' folder beside --labels or the source "
+      "images if there is one, the rendered instances of toy_streets sources, else connected "
+      "components of X's classes.")
+  _OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures "
+                             "(any etils.epath path, gs://bucket/... too).")
   _FD_NETWORK = flags.DEFINE_enum(
       "fd_network", "auto", list(FD_NETWORKS),
       "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+from etils import epath
 import numpy as np
 from PIL import Image
 import pytest
@@ -50,7 +51,8 @@ def test_help_explains_every_flag_on_stdout_and_exits_0():
   result = run_cli("--help")
   assert result.returncode == 0, result.stderr
   assert "Traceback" not in result.stderr
-  for flag in ("source", "labels", "translated", "target", "target_labels", "out", "fd_network",
+  for flag in ("source", "labels", "translated", "target", "target_labels", "ideal", "instances",
+               "out", "fd_network",
                "inception_weights", "segmenter", "segmenter_steps", "segmenter_size",
                "downstream_steps", "kid_subsets", "kid_subset_size", "worst_k", "batch_size",
                "seed"):
@@ -148,10 +150,11 @@ def test_report_without_feature_network_has_flips_and_detail_from_seg_of_x(folde
                    "--worst_k=1")
   assert result.returncode == 0, result.stderr
   # Each stage says when it starts and how long it took.
-  for stage in ("[1/4] segmenter: training a small U-Net on Y's labels (20 steps) ...",
-                "[2/4] flips:", "[3/4] detail:", "[4/4] report:"):
+  for stage in ("[1/5] segmenter: training a small U-Net on Y's labels (20 steps) ...",
+                "[2/5] segmenting F(X), X once", "[3/5] flips:", "[4/5] detail:",
+                "[5/5] report:"):
     assert stage in result.stderr, stage
-  assert result.stderr.count(": done in ") == 4
+  assert result.stderr.count(": done in ") == 5
   report = json.loads((out / "report.json").read_text())
   assert set(report["metrics"]) == {"flips", "detail"}  # no labels for X: no semantic section
   assert any("seg(X)" in note for note in report["notes"])
@@ -179,7 +182,9 @@ def test_offline_report_labels_the_random_feature_network_and_has_flips_and_deta
   metrics = report["metrics"]
   assert "FID" not in metrics["fid"] and "KID_mean" not in metrics["fid"]
   assert set(metrics["fid"]) == {"FD_inception_random_init", "KD_inception_random_init_mean",
-                                 "KD_inception_random_init_std", "kid_subset_size"}
+                                 "KD_inception_random_init_std",
+                                 "KD_inception_random_init_mean_x1e3",
+                                 "KD_inception_random_init_std_x1e3", "kid_subset_size"}
   assert metrics["fid"]["kid_subset_size"] == 4
   assert "FD_inception_random_init(X,Y)" in metrics["domain_gap"]
   assert 0.0 <= metrics["flips"]["flip_rate"] <= 1.0
@@ -198,6 +203,55 @@ def test_offline_report_labels_the_random_feature_network_and_has_flips_and_deta
   # Every section announces itself, numbered, and says how long it took.
   stages = [message for message in caplog.messages if message.startswith("evaluate [")]
   for number, section in enumerate(["feature network", "fid", "domain_gap", "segmenter",
-                                    "semantic", "flips", "detail", "downstream", "report"], 1):
-    assert any(message.startswith(f"evaluate [{number}/9] {section}: ") and "done in" in message
+                                    "segmenting", "semantic", "flips", "detail", "downstream",
+                                    "report"], 1):
+    assert any(message.startswith(f"evaluate [{number}/10] {section}") and "done in" in message
                for message in stages), (section, stages)
+
+
+@pytest.fixture(scope="module")
+def detail_folders(tmp_path_factory):
+  """The detail world's val scenes: sim_detail (X), real_detail and real_mismatch (= ideal)."""
+  root = tmp_path_factory.mktemp("toy_detail")
+  toy_streets.write_folder(str(root), 3, style="detail", split="val", height=64, width=128)
+  return root
+
+
+def test_report_goes_to_a_bucket_with_excess_flips_and_detail_beside_the_ideal(
+    detail_folders, memory_bucket):
+  out = epath.Path(memory_bucket) / "eval"
+  sim, real = detail_folders / "sim_detail", detail_folders / "real_detail"
+  written = evaluate.evaluate(
+      source=f"folder:{sim / 'images'}", labels=str(sim / "labels"),
+      translated=str(real / "images"), target=str(real / "images"),
+      target_labels=str(real / "labels"),
+      ideal=f"folder:{detail_folders / 'real_mismatch' / 'images'}", out=str(out),
+      fd_network="none", segmenter_steps=5, downstream_steps=0, worst_k=1, batch_size=2,
+      progress=False)
+  report = json.loads((out / "report.json").read_text())
+  assert report == written
+  flip_metrics, detail_metrics = report["metrics"]["flips"], report["metrics"]["detail"]
+  # F(X) is the ideal translation, image for image: nothing in excess.
+  assert flip_metrics["excess_flip_rate"] == 0.0
+  assert flip_metrics["ideal/flip_rate"] == flip_metrics["flip_rate"]
+  assert all(value == 0.0 for name, value in flip_metrics.items()
+             if name.startswith("excess_flip/"))
+  # Instances came from sim_detail/instances, beside the labels: lights have states.
+  assert any(f"{sim / 'instances'}" in note for note in report["notes"])
+  assert detail_metrics["instances"] > 0 and "lights_checked" in detail_metrics
+  assert detail_metrics["ideal/instances"] == detail_metrics["instances"]
+  markdown = (out / "report.md").read_text()
+  assert "excess_flip/a->b" in markdown and "| excess_flip_rate | 0 |" in markdown
+  for picture in report["pictures"]["flips"]:
+    assert (out / picture).exists()
+  assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
+
+
+def test_an_ideal_that_does_not_match_the_source_is_named(detail_folders, tmp_path):
+  ideal = tmp_path / "ideal"
+  shutil.copytree(detail_folders / "real_mismatch" / "images", ideal)
+  os.remove(ideal / "00001.png")
+  sim = detail_folders / "sim_detail"
+  result = run_cli(f"--source={sim / 'images'}", f"--translated={sim / 'images'}",
+                   f"--target={sim / 'images'}", f"--ideal={ideal}", f"--out={tmp_path / 'out'}")
+  assert_usage_error(result, f"--ideal={ideal}", "00001.png", "missing 1")

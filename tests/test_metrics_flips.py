@@ -26,9 +26,9 @@ def scenes():
 
 def run_evaluator(tmp_path):
   sources, labels, translated = scenes()
-  evaluator = flips.FlipEvaluator(segment_by_brightness, sources, labels, out_dir=str(tmp_path),
-                                  worst_k=1, source_names=["city/a.png", "city/b.png"])
-  metrics = evaluator.run(translated)
+  evaluator = flips.FlipEvaluator(sources, labels, out_dir=str(tmp_path), worst_k=1,
+                                  source_names=["city/a.png", "city/b.png"])
+  metrics = evaluator.run(translated, list(segment_by_brightness(np.stack(translated))))
   return evaluator, metrics
 
 
@@ -63,9 +63,8 @@ def test_captioned_panels_wraps_long_captions_inside_the_picture():
 
 def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):
   sources, labels, translated = scenes()
-  evaluator = flips.FlipEvaluator(segment_by_brightness, sources, labels, out_dir=str(tmp_path),
-                                  worst_k=0)
-  evaluator.run(translated)
+  evaluator = flips.FlipEvaluator(sources, labels, out_dir=str(tmp_path), worst_k=0)
+  evaluator.run(translated, list(segment_by_brightness(np.stack(translated))))
   picture = np.asarray(Image.open(tmp_path / "flip_matrix.png").convert("RGB")).astype(np.int32)
   viridis = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.int32)
   # For each pixel, the nearest colormap entry and how far it is (per distinct colour).

@@ -1,11 +1,12 @@
 """The domain-gap picture: X, Y and F(X) in one feature space, projected to 2-D."""
 
 import importlib.util
-import os
 from collections.abc import Callable, Sequence
 
+from etils import epath
 import numpy as np
 
+from i2i_jax import storage
 from i2i_jax.metrics import fid
 
 MAX_POINTS_PER_SET = 1000
@@ -44,19 +45,19 @@ class DomainGapEvaluator:
 
   def __init__(self, extract_features: Callable[[Sequence[np.ndarray]], np.ndarray],
                source_images: Sequence[np.ndarray], target_images: Sequence[np.ndarray],
-               name: str, out_dir: str | None = None, seed: int = 0):
+               name: str, out_dir: epath.PathLike | None = None, seed: int = 0):
     """Args:
       extract_features: images (sequence of [H, W, 3] uint8) -> [N, D] features.
       source_images: X; target_images: Y (sequences of [H, W, 3] uint8).
       name: label of the distance ("FID" only for the standard Inception).
-      out_dir: where the picture goes; None writes none.
+      out_dir: where the picture goes (any epath, gs:// too); None writes none.
       seed: seeds subsampling and the stochastic projections.
     """
     self.extract_features = extract_features
     self.source_features = extract_features(source_images)
     self.target_features = extract_features(target_images)
     self.name = name
-    self.out_dir = out_dir
+    self.out_dir = epath.Path(out_dir) if out_dir else None
     self.seed = seed
     self.pictures: dict[str, str] = {}
 
@@ -117,10 +118,8 @@ class DomainGapEvaluator:
 
   def _write_scatter(self, translated_features, before: float, after: float):
     figure, methods = self.scatter_figure(translated_features, before, after)
-    os.makedirs(self.out_dir, exist_ok=True)
-    tmp_path = os.path.join(self.out_dir, f".domain_gap.tmp-{os.getpid()}.png")
-    figure.savefig(tmp_path, dpi=100)
-    os.replace(tmp_path, os.path.join(self.out_dir, "domain_gap.png"))
+    with storage.atomic_write(self.out_dir / "domain_gap.png") as f:
+      figure.savefig(f, format="png", dpi=100)
     self.pictures = {"domain_gap.png": (
         f"Domain gap: every dot is one image's {self.name} features, projected to 2-D by "
         f"{', '.join(methods)} (one panel each); blue = X (source), green = Y (target), orange = "

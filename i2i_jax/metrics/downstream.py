@@ -40,9 +40,10 @@ class DownstreamGainEvaluator:
     self._source_miou: float | None = None
 
   def _test_miou(self, segment_fn) -> float:
-    return semantic.SemanticConsistencyEvaluator(
-        segment_fn, self.target_labels, self.class_names, progress=self.progress).run(
-            self.target_images)["mIoU"]
+    predicted = segmenter_lib.segment_all(
+        segment_fn, self.target_images, progress="downstream: segmenting Y" if self.progress else "")
+    return semantic.SemanticConsistencyEvaluator(self.target_labels, self.class_names).run(
+        predicted)["mIoU"]
 
   def _train(self, images) -> segmenter_lib.FlaxSegmenter:
     return segmenter_lib.train_segmenter(images, self.source_labels, len(self.class_names),

@@ -1,15 +1,29 @@
-"""Semantic flipping: which classes of X turn into which classes in F(X)."""
+"""Semantic flipping: which classes of X turn into which classes in F(X).
+
+A pixel flips when the segmenter's class for it in F(X) differs from its class
+in X (X's labels, else seg(X)). The flip rate of a class pair a -> b is the
+fraction of a's pixels that the segmenter calls b in F(X). Part of that is the
+segmenter's own error on real-looking images, which a perfect translation would
+show too; where the ideal translation of X exists (the real-style render of the
+same scenes, `--ideal`), the excess flip rate
+
+  excess_flip(a -> b) = flip_F(X)(a -> b) - flip_ideal(a -> b)
+
+is what the translation adds: about 0 for a translation as good as the ideal,
+positive where it repaints a as b (sky as vegetation), and it can be negative
+where the translation happens to suit the segmenter better than the ideal does.
+"""
 
 import math
-import os
 from collections.abc import Sequence
 
+from etils import epath
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
-import tqdm
 
+from i2i_jax import storage
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
 
@@ -21,11 +35,10 @@ FONT_SIZE = 14
 _MARGIN = 4
 
 
-def write_png(path: str, image: np.ndarray) -> None:
-  """Writes a [H, W, 3] uint8 PNG via a temporary name and a rename."""
-  tmp_path = f"{path}.tmp-{os.getpid()}.png"
-  Image.fromarray(image).save(tmp_path)
-  os.replace(tmp_path, path)
+def write_png(path: epath.PathLike, image: np.ndarray) -> None:
+  """Writes a [H, W, 3] uint8 PNG atomically (`storage.atomic_write`; gs:// too)."""
+  with storage.atomic_write(path) as f:
+    Image.fromarray(image).save(f, format="PNG")
 
 
 def flip_overlay(source: np.ndarray, translated: np.ndarray, flipped: np.ndarray) -> np.ndarray:
@@ -115,105 +128,127 @@ def captioned_panels(panels: np.ndarray, caption: Sequence[str],
 class FlipEvaluator:
   """Per-class flip matrix between the reference classes of X and seg(F(X)).
 
-  The reference is X's labels when given, else seg(X). A pixel flips when its
-  predicted class in F(X) differs from its reference class. `run` writes
-  `flip_matrix.png` (with a colour scale) and the `worst_k` images with the most
-  flipped pixels (`flips_worst_<rank>.png`: X | F(X) | flips in magenta, under a
-  caption naming the file) into `out_dir`; `self.pictures` maps their names to
-  captions for the report afterwards.
+  The reference is X's labels when given, else seg(X). It takes the
+  segmenter's predictions, not a segmenter: `evaluate` segments F(X), X and the
+  ideal translation once and shares the predictions with the other sections.
+  `run` writes `flip_matrix.png` (with a colour scale) and the `worst_k` images
+  with the most flipped pixels (`flips_worst_<rank>.png`: X | F(X) | flips in
+  magenta, under a caption naming the file) into `out_dir`; `self.pictures`
+  maps their names to captions for the report afterwards.
   """
 
-  def __init__(self, segment_fn: semantic.SegmentFn, source_images: Sequence[np.ndarray],
-               source_labels: Sequence[np.ndarray] | None = None, *,
+  def __init__(self, source_images: Sequence[np.ndarray], references: Sequence[np.ndarray], *,
+               reference_name: str = "X's labels",
                class_names: Sequence[str] = semantic.CITYSCAPES_CLASSES,
-               out_dir: str | None = None, worst_k: int = 4, top_flips: int = 5,
-               source_names: Sequence[str] | None = None, progress: bool = False):
+               out_dir: epath.PathLike | None = None, worst_k: int = 4, top_flips: int = 5,
+               source_names: Sequence[str] | None = None):
     """Args:
-      segment_fn: [B, H, W, 3] uint8 -> [B, H, W] int32.
-      source_images: X, a sequence of [H, W, 3] uint8.
-      source_labels: X's [H, W] uint8 label maps, or None to use seg(X).
+      source_images: X, a sequence of [H, W, 3] uint8 (drawn in the pictures).
+      references: X's classes, [H, W] uint8 per image: its labels or seg(X).
+      reference_name: what the references are ("X's labels" or "seg(X)").
       class_names: one per class id.
-      out_dir: where pictures go; None writes none.
+      out_dir: where pictures go (any epath, gs:// too); None writes none.
       worst_k: how many worst images to draw.
-      top_flips: how many of the largest class -> class flips to report.
+      top_flips: how many of the largest class -> class flips (and, with an
+        ideal translation, of the largest excess flips) to report.
       source_names: X's file names (relative paths) for the captions; None
         names images by their index.
-      progress: a tqdm bar over the images (ETA).
     """
-    self.segment_fn = segment_fn
     self.source_images = source_images
-    self.source_labels = source_labels
+    self.references = references
+    self.reference_name = reference_name
     self.class_names = tuple(class_names)
-    self.out_dir = out_dir
+    self.out_dir = epath.Path(out_dir) if out_dir else None
     self.worst_k = worst_k
     self.top_flips = top_flips
     self.source_names = source_names
-    self.progress = progress
     self.pictures: dict[str, str] = {}
     self.flip_matrix: np.ndarray | None = None
     self.class_pixels: np.ndarray | None = None
 
   def _reference(self, index: int, height: int, width: int) -> np.ndarray:
-    if self.source_labels is not None:
-      return segmenter_lib.resize_labels(np.asarray(self.source_labels[index]), height, width)
-    source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
-    return self.segment_fn(source[None])[0]
+    return segmenter_lib.resize_labels(np.asarray(self.references[index]), height, width)
 
-  def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
-    """Returns {"flip_rate", "flip_rate/<class>", "flip/<from>-><to>"}.
+  def _counts(self, predicted: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """([K, K] pixel counts reference class -> predicted class, [N] flip rate per image)."""
+    if len(predicted) != len(self.references):
+      raise ValueError(f"{len(predicted)} segmented images but {len(self.references)} "
+                       "source images.")
+    num_classes = len(self.class_names)
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    per_image = []
+    for index, prediction in enumerate(predicted):
+      prediction = np.asarray(prediction)
+      confusion = semantic.confusion_matrix(self._reference(index, *prediction.shape[:2]),
+                                            prediction, num_classes)
+      counts += confusion
+      per_image.append(1.0 - np.trace(confusion) / max(confusion.sum(), 1))
+    return counts, np.asarray(per_image)
 
-    flip_rate/<class> = 1 - (pixels of the class kept) / (pixels of the class),
-    for classes present in the reference; flip/<a>-><b> is the fraction of a's
-    pixels predicted as b, for the `top_flips` largest off-diagonal entries.
+  def run(self, translated_images: Sequence[np.ndarray], predicted: Sequence[np.ndarray],
+          ideal_predicted: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """Flip rates of seg(F(X)), and their excess over the ideal translation's.
+
+    Args:
+      translated_images: F(X), [H, W, 3] uint8 each (drawn in the pictures).
+      predicted: seg(F(X)), one [H, W] class map per image.
+      ideal_predicted: seg of the ideal translation of each X, or None.
+
+    Returns:
+      {"flip_rate", "flip_rate/<class>", "flip/<a>-><b>"}: flip_rate/<class> =
+      1 - (pixels of the class kept) / (pixels of the class), for classes
+      present in the reference; flip/<a>-><b> is the fraction of a's pixels
+      predicted as b, for the `top_flips` largest off-diagonal entries. With
+      `ideal_predicted`, also "ideal/flip_rate", "excess_flip_rate",
+      "excess_flip_rate/<class>" and, for the pairs above and the `top_flips`
+      largest excesses, "excess_flip/<a>-><b>" (its flip/<a>-><b> beside it).
     """
     if len(translated_images) != len(self.source_images):
       raise ValueError(f"{len(translated_images)} translated images but "
                        f"{len(self.source_images)} source images.")
-    num_classes = len(self.class_names)
-    counts = np.zeros((num_classes, num_classes), np.int64)
-    per_image = []
-    with tqdm.trange(len(translated_images), desc="flips: segmenting", unit="img",
-                     disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
-      for index in bar:
-        image = np.asarray(translated_images[index])
-        reference = self._reference(index, *image.shape[:2])
-        confusion = semantic.confusion_matrix(reference, self.segment_fn(image[None])[0],
-                                              num_classes)
-        counts += confusion
-        per_image.append(1.0 - np.trace(confusion) / max(confusion.sum(), 1))
-
+    counts, per_image = self._counts(predicted)
     totals = counts.sum(axis=1)
     self.flip_matrix = counts / np.maximum(totals, 1)[:, None]
     self.class_pixels = totals
-    metrics = {"flip_rate": float(1.0 - np.trace(counts) / max(counts.sum(), 1))}
+    metrics = {"flip_rate": _flip_rate(counts)}
     for class_id in np.flatnonzero(totals):
       metrics[f"flip_rate/{self.class_names[class_id]}"] = float(
           1.0 - self.flip_matrix[class_id, class_id])
-    off_diagonal = self.flip_matrix * (1 - np.eye(num_classes))
-    for flat_index in np.argsort(off_diagonal, axis=None)[::-1][:self.top_flips]:
-      source_class, predicted_class = np.unravel_index(flat_index, off_diagonal.shape)
-      if off_diagonal[source_class, predicted_class] > 0:
-        metrics[f"flip/{self.class_names[source_class]}->{self.class_names[predicted_class]}"] = (
-            float(off_diagonal[source_class, predicted_class]))
+    off_diagonal = self.flip_matrix * (1 - np.eye(len(self.class_names)))
+    pairs = _largest(off_diagonal, self.top_flips)
+    if ideal_predicted is not None:
+      ideal_counts, _ = self._counts(ideal_predicted)
+      ideal_matrix = ideal_counts / np.maximum(ideal_counts.sum(axis=1), 1)[:, None]
+      excess = off_diagonal - ideal_matrix * (1 - np.eye(len(self.class_names)))
+      metrics["ideal/flip_rate"] = _flip_rate(ideal_counts)
+      metrics["excess_flip_rate"] = metrics["flip_rate"] - metrics["ideal/flip_rate"]
+      for class_id in np.flatnonzero(totals):
+        metrics[f"excess_flip_rate/{self.class_names[class_id]}"] = float(
+            ideal_matrix[class_id, class_id] - self.flip_matrix[class_id, class_id])
+      pairs += [pair for pair in _largest(excess, self.top_flips) if pair not in pairs]
+    for source_class, predicted_class in pairs:
+      name = f"{self.class_names[source_class]}->{self.class_names[predicted_class]}"
+      metrics[f"flip/{name}"] = float(off_diagonal[source_class, predicted_class])
+      if ideal_predicted is not None:
+        metrics[f"excess_flip/{name}"] = float(excess[source_class, predicted_class])
     if self.out_dir:
-      self._write_pictures(translated_images, np.asarray(per_image))
+      self._write_pictures(translated_images, predicted, per_image)
     return metrics
 
-  def _write_pictures(self, translated_images, per_image_flip_rate):
-    os.makedirs(self.out_dir, exist_ok=True)
-    reference = "X's labels" if self.source_labels is not None else "seg(X)"
+  def _write_pictures(self, translated_images, predicted, per_image_flip_rate):
+    reference = self.reference_name
     self.pictures = {"flip_matrix.png": self._write_matrix(reference)}
     for rank, index in enumerate(np.argsort(-per_image_flip_rate)[:self.worst_k]):
       translated = np.asarray(translated_images[index])
       height, width = translated.shape[:2]
-      predicted = self.segment_fn(translated[None])[0]
+      prediction = segmenter_lib.resize_labels(np.asarray(predicted[index]), height, width)
       reference_classes = self._reference(index, height, width)
-      flipped = (reference_classes != predicted) & (reference_classes < len(self.class_names))
+      flipped = (reference_classes != prediction) & (reference_classes < len(self.class_names))
       source = segmenter_lib.resize_image(np.asarray(self.source_images[index]), height, width)
       name = self.source_names[index] if self.source_names is not None else f"image {index}"
       caption = flip_caption(rank, name, per_image_flip_rate[index], reference)
       file_name = f"flips_worst_{rank}.png"
-      write_png(os.path.join(self.out_dir, file_name),
+      write_png(self.out_dir / file_name,
                 captioned_panels(flip_overlay(source, translated, flipped), caption))
       self.pictures[file_name] = (
           f"Worst flips #{rank + 1}, {name}: X (left), F(X) (middle), and F(X) with the pixels "
@@ -243,12 +278,23 @@ class FlipEvaluator:
                    "diagonal = kept, off the diagonal = flipped; grey rows: class absent from X",
                    fontsize=10)
     figure.tight_layout()
-    tmp_path = os.path.join(self.out_dir, f".flip_matrix.tmp-{os.getpid()}.png")
-    figure.savefig(tmp_path, dpi=100)
-    os.replace(tmp_path, os.path.join(self.out_dir, "flip_matrix.png"))
+    with storage.atomic_write(self.out_dir / "flip_matrix.png") as f:
+      figure.savefig(f, format="png", dpi=100)
     return (f"Flip matrix: row = a class in X ({reference}), column = the class the segmenter "
             "predicts for those pixels in F(X); the colour (scale on the right, 0 to 1) is the "
             "fraction of the row class's pixels. A bright diagonal means the classes survived "
             "translation; bright cells off the diagonal are flips. Grey rows: classes absent "
             "from X.")
 
+
+
+def _flip_rate(counts: np.ndarray) -> float:
+  """The fraction of all reference pixels ([K, K] counts) predicted as another class."""
+  return float(1.0 - np.trace(counts) / max(counts.sum(), 1))
+
+
+def _largest(matrix: np.ndarray, k: int) -> list[tuple[int, int]]:
+  """(row, column) of the k largest positive entries of a [K, K] matrix, largest first."""
+  flat = np.argsort(matrix, axis=None, kind="stable")[::-1][:k]
+  return [(int(row), int(column)) for row, column in zip(*np.unravel_index(flat, matrix.shape))
+          if matrix[row, column] > 0]

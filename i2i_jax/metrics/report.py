@@ -2,8 +2,11 @@
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
+
+from etils import epath
+
+from i2i_jax import storage
 
 SECTION_TITLES = {
     "fid": "Realism: distance to the real domain",
@@ -14,12 +17,25 @@ SECTION_TITLES = {
     "downstream": "Downstream gain: segmenter trained on F(X) vs on X, tested on Y",
 }
 
-
-def _write_atomically(path: str, text: str) -> None:
-  tmp_path = f"{path}.tmp-{os.getpid()}"
-  with open(tmp_path, "w") as f:
-    f.write(text)
-  os.replace(tmp_path, path)
+# What the numbers of a section mean, printed under its title in report.md.
+SECTION_EXPLANATIONS = {
+    "flips": (
+        "flip/a->b is the fraction of class a's pixels in X that the segmenter calls b in F(X) "
+        "(flip_rate: of all pixels). Part of it is the segmenter's own error on real-looking "
+        "images. With an ideal translation (--ideal: the real-style render of the same scenes), "
+        "ideal/flip_rate is that error and excess_flip/a->b = flip/a->b of F(X) minus flip/a->b "
+        "of the ideal is what the translation itself adds: about 0 for a translation as good as "
+        "the ideal, positive where it repaints a as b."),
+    "detail": (
+        "One row per instance of a small class (pole, traffic light, traffic sign) annotated in "
+        "X (instances/*.json, else connected components of X's classes). retention: share of "
+        "checkable instances that still stand out from their surroundings in F(X) as in X "
+        "(contrast >= 0.5, no segmenter needed); retention_seg: share whose pixels the "
+        "segmenter still calls their class in F(X) (>= half of them); light_state_accuracy: "
+        "share of checkable traffic lights whose brightest lamp in F(X) has the hue of the "
+        "annotated state. ideal/...: the same for the ideal translation, the top a "
+        "translation can reach with this segmenter."),
+}
 
 
 def _format(value: float) -> str:
@@ -32,21 +48,24 @@ def render_markdown(sections: Mapping[str, Mapping[str, float]],
   lines = ["# Translation evaluation", ""]
   lines += [f"- {note}" for note in notes]
   for section, metrics in sections.items():
-    lines += ["", f"## {SECTION_TITLES.get(section, section)}", "", "| metric | value |",
-              "| --- | --- |"]
+    lines += ["", f"## {SECTION_TITLES.get(section, section)}", ""]
+    if section in SECTION_EXPLANATIONS:
+      lines += [SECTION_EXPLANATIONS[section], ""]
+    lines += ["| metric | value |", "| --- | --- |"]
     lines += [f"| {name} | {_format(value)} |" for name, value in metrics.items()]
     for picture, caption in pictures.get(section, {}).items():
       lines += ["", f"*{picture}*: {caption}", "", f"![{picture}]({picture})"]
   return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: str, sections: Mapping[str, Mapping[str, float]],
+def write_report(out_dir: epath.PathLike, sections: Mapping[str, Mapping[str, float]],
                  pictures: Mapping[str, Mapping[str, str]], notes: Sequence[str],
                  inputs: Mapping[str, str]) -> dict:
-  """Writes `out_dir/report.json` and `out_dir/report.md` (temp file + rename).
+  """Writes `out_dir/report.json` and `out_dir/report.md` (`storage.atomic_write`).
 
   Args:
-    out_dir: the report folder; pictures are paths relative to it.
+    out_dir: the report folder, any epath (gs:// too); pictures are paths
+      relative to it.
     sections: section name -> {metric name: value}; NaN is written as null.
     pictures: section name -> {picture file name: caption saying what it shows}.
     notes: lines that qualify the numbers (which feature network, which segmenter).
@@ -55,7 +74,7 @@ def write_report(out_dir: str, sections: Mapping[str, Mapping[str, float]],
   Returns:
     The report as written to report.json.
   """
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = epath.Path(out_dir)
   report = {
       "inputs": dict(inputs),
       "notes": list(notes),
@@ -66,6 +85,8 @@ def write_report(out_dir: str, sections: Mapping[str, Mapping[str, float]],
       "captions": {name: caption for names in pictures.values()
                    for name, caption in names.items()},
   }
-  _write_atomically(os.path.join(out_dir, "report.json"), json.dumps(report, indent=2) + "\n")
-  _write_atomically(os.path.join(out_dir, "report.md"), render_markdown(sections, pictures, notes))
+  with storage.atomic_write(out_dir / "report.json", "w") as f:
+    f.write(json.dumps(report, indent=2) + "\n")
+  with storage.atomic_write(out_dir / "report.md", "w") as f:
+    f.write(render_markdown(sections, pictures, notes))
   return report

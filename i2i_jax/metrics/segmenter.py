@@ -5,8 +5,9 @@ int32`, which is all the evaluators need.
 """
 
 import json
-import os
 from collections.abc import Sequence
+
+from etils import epath
 
 import flax.linen as nn
 import jax
@@ -16,6 +17,8 @@ import optax
 import orbax.checkpoint as ocp
 from PIL import Image
 import tqdm
+
+from i2i_jax import storage
 
 IGNORE_LABEL = 255
 
@@ -68,27 +71,30 @@ class FlaxSegmenter:
     labels = self._predict(self.params, np.pad(images, pad, mode="edge"))
     return np.asarray(labels)[:, :height, :width]
 
-  def save(self, directory: str) -> None:
+  def save(self, directory: epath.PathLike) -> None:
     """Writes `directory/config.json` and the Orbax checkpoint `directory/params`."""
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    directory = epath.Path(directory)
+    if storage.is_local(directory):
+      directory = directory.resolve()  # Orbax wants absolute paths
+    directory.mkdir(parents=True, exist_ok=True)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(directory, "params"), self.params, force=True)
+    checkpointer.save(directory / "params", self.params, force=True)
     checkpointer.wait_until_finished()
-    with open(os.path.join(directory, "config.json"), "w") as f:
+    with storage.atomic_write(directory / "config.json", "w") as f:
       json.dump({"num_classes": self.model.num_classes,
                  "features": list(self.model.features)}, f)
 
   @classmethod
-  def restore(cls, directory: str) -> "FlaxSegmenter":
-    directory = os.path.abspath(directory)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.exists(config_path):
+  def restore(cls, directory: epath.PathLike) -> "FlaxSegmenter":
+    directory = epath.Path(directory)
+    if storage.is_local(directory):
+      directory = directory.resolve()
+    config_path = directory / "config.json"
+    if not config_path.exists():
       raise FileNotFoundError(f"{config_path} not found: {directory} is not a FlaxSegmenter "
                               "checkpoint (written by FlaxSegmenter.save).")
-    with open(config_path) as f:
-      config = json.load(f)
-    params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"))
+    config = json.loads(config_path.read_text())
+    params = ocp.StandardCheckpointer().restore(directory / "params")
     return cls(config["num_classes"], params, config["features"])
 
 
@@ -112,6 +118,42 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
   if labels.shape[:2] == (height, width):
     return labels
   return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+
+def segment_all(segment_fn, images: Sequence[np.ndarray], *, batch_size: int = 8,
+                progress: str = "") -> list[np.ndarray]:
+  """Segments every image once, in batches of up to `batch_size` images of one size.
+
+  The evaluators share these predictions instead of each running the
+  segmenter again.
+
+  Args:
+    segment_fn: [B, H, W, 3] uint8 -> [B, H, W] integer class ids.
+    images: a sequence of [H, W, 3] uint8 (sizes may differ between images).
+    batch_size: images per call; consecutive images of one size share a call.
+    progress: the title of a tqdm bar over the images; "" for none.
+
+  Returns:
+    One [H, W] uint8 class map per image (ids above 254 would not fit and are
+    not produced by a 19-class segmenter).
+  """
+  predictions, batch = [], []
+
+  def flush():
+    predicted = np.asarray(segment_fn(np.stack(batch)))
+    predictions.extend(np.clip(predicted, 0, IGNORE_LABEL).astype(np.uint8))
+    batch.clear()
+
+  with tqdm.trange(len(images), desc=progress, unit="img", disable=not progress,
+                   dynamic_ncols=True, leave=False) as bar:
+    for index in bar:
+      image = np.asarray(images[index])
+      if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
+        flush()
+      batch.append(image)
+  if batch:
+    flush()
+  return predictions
 
 
 def train_segmenter(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int,
@@ -190,16 +232,17 @@ class OnnxSegmenter:
   class ids [B, h, w]; predictions of another size are resized (nearest) to H x W.
   """
 
-  def __init__(self, path: str, mean: Sequence[float] = (0.485, 0.456, 0.406),
+  def __init__(self, path: epath.PathLike, mean: Sequence[float] = (0.485, 0.456, 0.406),
                std: Sequence[float] = (0.229, 0.224, 0.225)):
     try:
       import onnxruntime  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError(f"Running the ONNX segmenter {path} needs onnxruntime "
                         "(pip install onnxruntime).") from e
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
       raise FileNotFoundError(f"ONNX segmenter {path} not found.")
-    self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    self.session = onnxruntime.InferenceSession(epath.Path(path).read_bytes(),
+                                                providers=["CPUExecutionProvider"])
     self.input_name = self.session.get_inputs()[0].name
     self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
@@ -214,9 +257,9 @@ class OnnxSegmenter:
                      for label in labels]).astype(np.int32)
 
 
-def load_segmenter(path: str):
+def load_segmenter(path: epath.PathLike):
   """An `OnnxSegmenter` for a `.onnx` file, else a `FlaxSegmenter` checkpoint directory."""
-  if path.endswith(".onnx"):
+  if epath.Path(path).suffix == ".onnx":
     return OnnxSegmenter(path)
   return FlaxSegmenter.restore(path)
 

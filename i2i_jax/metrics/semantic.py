@@ -3,7 +3,6 @@
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tqdm
 
 from i2i_jax.metrics import segmenter as segmenter_lib
 
@@ -58,34 +57,37 @@ def scores_from_confusion(confusion: np.ndarray,
 
 
 class SemanticConsistencyEvaluator:
-  """mIoU, pixel accuracy and per-class IoU of seg(F(X)) against X's labels."""
+  """mIoU, pixel accuracy and per-class IoU of seg(F(X)) against X's labels.
 
-  def __init__(self, segment_fn: SegmentFn, source_labels: Sequence[np.ndarray],
-               class_names: Sequence[str] = CITYSCAPES_CLASSES, progress: bool = False):
+  It takes the segmenter's predictions, not the images: `evaluate` segments
+  F(X) once (`segmenter.segment_all`) and shares the predictions among the
+  semantic, flips and detail sections.
+  """
+
+  def __init__(self, source_labels: Sequence[np.ndarray],
+               class_names: Sequence[str] = CITYSCAPES_CLASSES):
     """Args:
-      segment_fn: [B, H, W, 3] uint8 -> [B, H, W] int32 (see `segmenter.py`).
       source_labels: sequence of [H, W] uint8 label maps of X (255 = ignore).
       class_names: one name per class id.
-      progress: a tqdm bar over the images (ETA).
     """
-    self.segment_fn = segment_fn
     self.source_labels = source_labels
     self.class_names = tuple(class_names)
-    self.progress = progress
 
-  def run(self, translated_images: Sequence[np.ndarray]) -> dict[str, float]:
-    """Returns {"mIoU", "pixel_accuracy", "IoU/<class>" for classes present}."""
-    if len(translated_images) != len(self.source_labels):
-      raise ValueError(f"{len(translated_images)} translated images but "
+  def run(self, predicted: Sequence[np.ndarray]) -> dict[str, float]:
+    """Returns {"mIoU", "pixel_accuracy", "IoU/<class>" for classes present}.
+
+    Args:
+      predicted: seg(F(X)), one [H, W] class map per image; X's labels are
+        resized (nearest) to each prediction's size.
+    """
+    if len(predicted) != len(self.source_labels):
+      raise ValueError(f"{len(predicted)} segmented translated images but "
                        f"{len(self.source_labels)} label maps.")
     num_classes = len(self.class_names)
     confusion = np.zeros((num_classes, num_classes), np.int64)
-    with tqdm.trange(len(translated_images), desc="semantic: segmenting", unit="img",
-                     disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
-      for index in bar:
-        image = np.asarray(translated_images[index])
-        labels = self.source_labels[index]
-        predicted = self.segment_fn(image[None])[0]
-        labels = segmenter_lib.resize_labels(np.asarray(labels), *image.shape[:2])
-        confusion += confusion_matrix(labels, predicted, num_classes)
+    for index, prediction in enumerate(predicted):
+      prediction = np.asarray(prediction)
+      labels = segmenter_lib.resize_labels(np.asarray(self.source_labels[index]),
+                                           *prediction.shape[:2])
+      confusion += confusion_matrix(labels, prediction, num_classes)
     return scores_from_confusion(confusion, self.class_names)
