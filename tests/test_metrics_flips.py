@@ -4,6 +4,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from i2i_jax.data import toy_streets
 from i2i_jax.metrics import flips
 
 HEIGHT, WIDTH = 16, 32
@@ -80,3 +81,45 @@ def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):
   column_entries = entry[on_colormap[:, scale_columns[0]], scale_columns[0]]
   assert column_entries.min() <= 3 and column_entries.max() >= 252
   assert "scale on the right, 0 to 1" in evaluator.pictures["flip_matrix.png"]
+
+
+def nearest_class_colour_segmenter(images, labels):
+  """A real, weak segmenter fitted without training: each pixel gets the class whose mean colour
+  (over `images` and their `labels`) is nearest. [B, H, W, 3] uint8 -> [B, H, W] int32."""
+  pixels = np.concatenate([image.reshape(-1, 3) for image in images]).astype(np.float32)
+  classes = np.concatenate([label.ravel() for label in labels])
+  present = [c for c in np.unique(classes) if c != 255]
+  means = np.stack([pixels[classes == c].mean(0) for c in present])
+
+  def segment(batch):
+    distances = ((batch[..., None, :].astype(np.float32) - means) ** 2).sum(-1)
+    return np.asarray(present, np.int32)[distances.argmin(-1)]
+  return segment
+
+
+def test_sky_repainted_as_vegetation_raises_that_pair_in_excess_of_the_ideal():
+  sky, vegetation = toy_streets.SKY, toy_streets.VEGETATION
+  scenes = [toy_streets.render_with_instances(seed, "sim_detail", 128, 256)
+            for seed in toy_streets.split_seeds("sim_detail", "val")[:4]]
+  sources = [image for image, *_ in scenes]
+  labels = [label for _, label, *_ in scenes]
+  ideal = [toy_streets.render(seed, "real_mismatch", 128, 256)[0]
+           for seed in toy_streets.split_seeds("real_mismatch", "val")[:4]]
+  segment = nearest_class_colour_segmenter(ideal, labels)
+  # Repaint the sky as foliage: each sky pixel takes the colour of a vegetation pixel.
+  foliage = np.concatenate([image[label == vegetation] for image, label in zip(ideal, labels)])
+  rng = np.random.default_rng(0)
+  repainted = []
+  for image, label in zip(ideal, labels):
+    image = image.copy()
+    image[label == sky] = foliage[rng.integers(len(foliage), size=(label == sky).sum())]
+    repainted.append(image)
+  evaluator = flips.FlipEvaluator(sources, labels)
+  ideal_predicted = list(segment(np.stack(ideal)))
+  as_ideal = evaluator.run(ideal, ideal_predicted, ideal_predicted)
+  flipped = evaluator.run(repainted, list(segment(np.stack(repainted))), ideal_predicted)
+  assert as_ideal["excess_flip_rate"] == 0.0
+  assert flipped["excess_flip/sky->vegetation"] >= 0.6
+  assert flipped["flip/sky->vegetation"] >= as_ideal.get("flip/sky->vegetation", 0.0) + 0.6
+  assert flipped["excess_flip_rate/sky"] >= 0.6
+  assert abs(flipped["excess_flip_rate/road"]) < 0.01  # the other classes are as in the ideal
