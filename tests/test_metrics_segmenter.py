@@ -102,3 +102,20 @@ def test_downstream_gain_is_zero_when_the_translation_is_the_identity():
   assert set(metrics) == {"mIoU_trained_on_X", "mIoU_trained_on_F(X)", "mIoU_gain"}
   assert metrics["mIoU_gain"] == 0.0  # same data, same steps, same seed
   assert 0.0 < metrics["mIoU_trained_on_X"] <= 1.0
+
+
+def test_segment_all_batches_images_of_one_size_and_keeps_the_order():
+  calls = []
+
+  def brightness_segmenter(images):
+    calls.append(images.shape)
+    return (images.mean(axis=-1) > 127).astype(np.int32) * 10
+
+  rng = np.random.RandomState(0)
+  images = [rng.randint(0, 256, size=shape + (3,)).astype(np.uint8)
+            for shape in [(8, 12)] * 3 + [(6, 10)] * 2 + [(8, 12)]]
+  predicted = segmenter.segment_all(brightness_segmenter, images, batch_size=2)
+  assert calls == [(2, 8, 12, 3), (1, 8, 12, 3), (2, 6, 10, 3), (1, 8, 12, 3)]
+  assert [p.dtype for p in predicted] == [np.uint8] * 6
+  for image, prediction in zip(images, predicted):
+    np.testing.assert_array_equal(prediction, brightness_segmenter(image[None])[0])
