@@ -194,27 +194,6 @@ def parse_flags(argv: Sequence[str], flag_values: flags.FlagValues, doc: str) ->
   return remaining
 
 
-def _parse_global_flags(argv: list[str]) -> list[str]:
-  """absl's parsing of `flags.FLAGS`, with `parse_flags`' --help and one-line errors.
-
-  For a main module that still defines its flags in the global FLAGS
-  (evaluate, until it moves to its own FlagValues: issue 17).
-  """
-  arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
-  if any(argument in _HELP_FLAGS for argument in arguments):
-    app.usage(shorthelp=True, writeto_stdout=True, exitcode=EXIT_OK)
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(f"{e} (see --help)", EXIT_USAGE)
-  raise AssertionError("unreachable")
-
-
-def _main_module_uses_global_flags() -> bool:
-  # absl files the flags a program's __main__ defines under sys.argv[0].
-  return bool(flags.FLAGS.flags_by_module_dict().get(sys.argv[0]))
-
-
 def _leave_parsing_to_main(argv: list[str]) -> list[str]:
   """app.run's flags_parser for a `main` that parses argv itself (`parse_flags`)."""
   flags.FLAGS.mark_as_parsed()
@@ -246,9 +225,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
       traceback.print_exc()
       fail(f"{type(e).__name__}: {e}", EXIT_ERROR)
 
-  flags_parser = (_parse_global_flags if _main_module_uses_global_flags()
-                  else _leave_parsing_to_main)
-  app.run(guarded_main, flags_parser=flags_parser)
+  app.run(guarded_main, flags_parser=_leave_parsing_to_main)
 
 
 class StopSignals:

@@ -75,8 +75,6 @@ FD_NETWORKS = ("auto", "inception", "inception_random_init", "none")
 
 def _open(flag: str, spec: str, labels: str = ""):
   """Opens the source of `--flag`; a missing folder or a bad spec is a UsageError naming it."""
-  if ":" not in spec or epath.Path(spec).is_dir():
-    spec = f"folder:{spec}"
   try:
     return sources.open_source(spec, labels=labels)
   except (FileNotFoundError, ValueError) as e:
@@ -152,13 +150,16 @@ def match_translated(source_relpaths: Sequence[str], translated_relpaths: Sequen
   return [stems[_stem(path)] for path in source_relpaths]
 
 
-def _feature_network(choice: str, weights: str, batch_size: int, seed: int, notes: list[str]):
+def _feature_network(choice: str, weights: str, batch_size: int, seed: int, resize_mode: str,
+                     notes: list[str]):
   """The Inception of the FD/KD sections, or None for "none" (notes say which one)."""
   if choice == "none":
     return None
+  notes.append(f"FID/KID inputs resized to 299x299 with fid_resize_mode={resize_mode}: "
+               f"{inception.RESIZE_MODES[resize_mode]}.")
   if choice in ("auto", "inception"):
     try:
-      network = inception.InceptionFeatures.pretrained(weights or None, batch_size)
+      network = inception.InceptionFeatures.pretrained(weights or None, batch_size, resize_mode)
       notes.append("FID/KID use the standard FID Inception weights (pt_inception-2015-12-05).")
       return network
     except (FileNotFoundError, ImportError, ValueError) as e:
@@ -168,7 +169,7 @@ def _feature_network(choice: str, weights: str, batch_size: int, seed: int, note
   notes.append("FD_inception_random_init / KD_inception_random_init: Frechet and kernel distances "
                f"of an Inception-v3 with random weights (seed {seed}); NOT FID/KID, comparable "
                "only with runs of the same seed.")
-  return inception.InceptionFeatures.random_init(seed, batch_size)
+  return inception.InceptionFeatures.random_init(seed, batch_size, resize_mode)
 
 
 class _FeaturesOnce:
@@ -331,7 +332,7 @@ def _check_out(out: str) -> epath.Path:
 def evaluate(*, source: str, translated: str, target: str, out: str, labels: str = "",
              target_labels: str = "", ideal: str = "", instances: str = "",
              fd_network: str = "auto", inception_weights: str = "",
-             segmenter: str = "", segmenter_steps: int = 300, segmenter_size: str = "",
+             fid_resize: str = inception.DEFAULT_RESIZE_MODE, segmenter: str = "", segmenter_steps: int = 300, segmenter_size: str = "",
              downstream_steps: int = 300, kid_subsets: int = fid.KID_SUBSETS,
              kid_subset_size: int = fid.KID_SUBSET_SIZE, worst_k: int = 4,
              batch_size: int = 32, seed: int = 0, progress: bool = True) -> dict:
@@ -351,6 +352,10 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     cli.RunError: --out cannot be written, --fd_network=inception without its
       weights, or a segmenter that cannot be loaded.
   """
+  try:
+    inception.check_resize_mode(fid_resize)
+  except ValueError as e:
+    raise cli.UsageError(f"--fid_resize: {e}") from e
   _check_settings(fd_network=fd_network, inception_weights=inception_weights,
                   segmenter=segmenter, segmenter_steps=segmenter_steps,
                   downstream_steps=downstream_steps, kid_subsets=kid_subsets,
@@ -358,7 +363,7 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   train_size = _parse_size(segmenter_size)
   inputs = dict(source=source, labels=labels, translated=translated, target=target,
                 target_labels=target_labels, ideal=ideal, instances=instances,
-                fd_network=fd_network, segmenter=segmenter)
+                fd_network=fd_network, fid_resize_mode=fid_resize, segmenter=segmenter)
   source_data = _open("source", source, labels)
   translated_data = _open("translated", translated)
   target_data = _open("target", target, target_labels)
@@ -421,7 +426,8 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
   if fd_network != "none":
     with stage(titles[0]):
       features = _FeaturesOnce(
-          _feature_network(fd_network, inception_weights, batch_size, seed, notes), progress)
+          _feature_network(fd_network, inception_weights, batch_size, seed, fid_resize, notes),
+          progress)
     with stage(titles[1]):
       sections["fid"] = fid.FidKidEvaluator(
           features, target_images, features.name, kid_subsets, kid_subset_size).run(
@@ -498,14 +504,89 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     return report.write_report(out_folder, sections, pictures, notes, inputs)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise cli.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value; see --help)")
+# Flags live in a FlagValues of this command's own, so that every entry point can be
+# imported next to the others (their flag names overlap: --labels, --batch_size).
+FLAGS = flags.FlagValues()
+_SOURCE = flags.DEFINE_string(
+    "source", None, "Simulated images X: an open_source spec (folder:PATH, tfds:NAME[:SPLIT], "
+    "toy_streets:sim[:SPLIT]) or a folder path.", flag_values=FLAGS)
+_LABELS = flags.DEFINE_string(
+    "labels", "", "Folder of X's label maps (single-channel PNGs of Cityscapes train ids, 255 = "
+    "ignore), matched to --source by relative path and stem. Only for folder sources; "
+    "tfds/toy_streets sources carry their labels.", flag_values=FLAGS)
+_TRANSLATED = flags.DEFINE_string(
+    "translated", None, "Translated images F(X): a folder (or folder: spec) with one image per "
+    "source image under the same relative path; the extension may differ.", flag_values=FLAGS)
+_TARGET = flags.DEFINE_string(
+    "target", None, "Real images Y: an open_source spec or a folder path.", flag_values=FLAGS)
+_TARGET_LABELS = flags.DEFINE_string(
+    "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
+    "split trains the default segmenter and tests the downstream segmenters.", flag_values=FLAGS)
+_IDEAL = flags.DEFINE_string(
+    "ideal", "", "The ideal translation of X, where it exists (on the toy world the real-style "
+    "render of the same scenes, e.g. folder:DIR/real_mismatch/images for DIR/sim_detail): an "
+    "open_source spec or folder with one image per source image under the same relative path. "
+    "Flips are then also reported in excess of the ideal's (what the translation adds to the "
+    "segmenter's own errors) and detail numbers beside the ideal's.", flag_values=FLAGS)
+_INSTANCES = flags.DEFINE_string(
+    "instances", "", "Folder of X's instance annotations for the detail section: <stem>.json "
+    "and the 16-bit instance map <stem>.png per source image (as toy_streets --out writes them "
+    "in DIR/<style>/instances). Empty: the 'instances' folder beside --labels or the source "
+    "images if there is one, the rendered instances of toy_streets sources, else connected "
+    "components of X's classes.", flag_values=FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures "
+                           "(any etils.epath path, gs://bucket/... too).", flag_values=FLAGS)
+_FD_NETWORK = flags.DEFINE_enum(
+    "fd_network", "auto", list(FD_NETWORKS),
+    "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
+    "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
+    "'inception_random_init': the same network with seeded random weights, reported as "
+    "FD_inception_random_init (not comparable to FID). 'auto': the first if its weights can be "
+    "had, else the second. 'none': skip the fid and domain_gap sections.", flag_values=FLAGS)
+_INCEPTION_WEIGHTS = flags.DEFINE_string(
+    "inception_weights", "", "Path to pt_inception-2015-12-05-6726825d.pth (or its converted .npz) "
+    "instead of the download cache.", flag_values=FLAGS)
+_FID_RESIZE = flags.DEFINE_enum(
+    "fid_resize", inception.DEFAULT_RESIZE_MODE, list(inception.RESIZE_MODES),
+    "How FID/KID inputs are resized to 299x299, as clean-fid names the modes: "
+    "'legacy_tensorflow' (the original TF FID, torch-fidelity) or 'clean' (antialiased PIL "
+    "bicubic). Compare only numbers computed with the same mode; the report names it.",
+    flag_values=FLAGS)
+_SEGMENTER = flags.DEFINE_string(
+    "segmenter", "", "Segmentation model for the semantic, flips and detail sections: a .onnx file "
+    "(NCHW float input normalised with ImageNet mean/std, run with onnxruntime) or a FlaxSegmenter "
+    "checkpoint folder. Empty: train a small U-Net on Y's labelled split (else on X's labels).", flag_values=FLAGS)
+_SEGMENTER_STEPS = flags.DEFINE_integer(
+    "segmenter_steps", 300, "Training steps of the default segmenter.", flag_values=FLAGS)
+_SEGMENTER_SIZE = flags.DEFINE_string(
+    "segmenter_size", "", "HEIGHTxWIDTH the segmenters are trained at (e.g. 256x512); empty: the "
+    "size of the first training image.", flag_values=FLAGS)
+_DOWNSTREAM_STEPS = flags.DEFINE_integer(
+    "downstream_steps", 300, "Training steps of each downstream segmenter (on X and on F(X)); 0 "
+    "skips the downstream section.", flag_values=FLAGS)
+_KID_SUBSETS = flags.DEFINE_integer("kid_subsets", fid.KID_SUBSETS, "KID: number of subsets.", flag_values=FLAGS)
+_KID_SUBSET_SIZE = flags.DEFINE_integer(
+    "kid_subset_size", fid.KID_SUBSET_SIZE,
+    "KID: samples per subset (shrunk to the smaller set's size when the sets are smaller).", flag_values=FLAGS)
+_WORST_K = flags.DEFINE_integer("worst_k", 4, "How many worst-flipping images to draw.", flag_values=FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per Inception batch.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.", flag_values=FLAGS)
+flags.mark_flags_as_required(["source", "translated", "target", "out"], flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> int:
+  """`python -m i2i_jax.evaluate` in this process: `argv` as sys.argv; returns 0."""
+  arguments = cli.parse_flags(argv, FLAGS, __doc__)
+  if len(arguments) > 1:
+    raise cli.UsageError(f"unexpected arguments {arguments[1:]} (flags are --name=value; "
+                         "see --help)")
   result = evaluate(
       source=_SOURCE.value, translated=_TRANSLATED.value, target=_TARGET.value, out=_OUT.value,
       labels=_LABELS.value, target_labels=_TARGET_LABELS.value, ideal=_IDEAL.value,
       instances=_INSTANCES.value, fd_network=_FD_NETWORK.value,
-      inception_weights=_INCEPTION_WEIGHTS.value, segmenter=_SEGMENTER.value,
+      inception_weights=_INCEPTION_WEIGHTS.value, fid_resize=_FID_RESIZE.value,
+      segmenter=_SEGMENTER.value,
       segmenter_steps=_SEGMENTER_STEPS.value, segmenter_size=_SEGMENTER_SIZE.value,
       downstream_steps=_DOWNSTREAM_STEPS.value, kid_subsets=_KID_SUBSETS.value,
       kid_subset_size=_KID_SUBSET_SIZE.value, worst_k=_WORST_K.value,
@@ -513,70 +594,8 @@ def main(argv):
   for section, metrics in result["metrics"].items():
     logging.info("%s: %s", section, metrics)
   print(f"Wrote {epath.Path(_OUT.value) / 'report.md'} and report.json")
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a program, so that the library parts of
-  # this module can be imported next to the other entry points (whose flag
-  # names overlap: --workdir, --labels, --batch_size).
-  _SOURCE = flags.DEFINE_string(
-      "source", None, "Simulated images X: an open_source spec (folder:PATH, tfds:NAME[:SPLIT], "
-      "toy_streets:sim[:SPLIT]) or a folder path.")
-  _LABELS = flags.DEFINE_string(
-      "labels", "", "Folder of X's label maps (single-channel PNGs of Cityscapes train ids, 255 = "
-      "ignore), matched to --source by relative path and stem. Only for folder sources; "
-      "tfds/toy_streets sources carry their labels.")
-  _TRANSLATED = flags.DEFINE_string(
-      "translated", None, "Translated images F(X): a folder (or folder: spec) with one image per "
-      "source image under the same relative path; the extension may differ.")
-  _TARGET = flags.DEFINE_string(
-      "target", None, "Real images Y: an open_source spec or a folder path.")
-  _TARGET_LABELS = flags.DEFINE_string(
-      "target_labels", "", "Folder of Y's label maps (folder sources only). With them Y's labelled "
-      "split trains the default segmenter and tests the downstream segmenters.")
-  _IDEAL = flags.DEFINE_string(
-      "ideal", "", "The ideal translation of X, where it exists (on the toy world the real-style "
-      "render of the same scenes, e.g. folder:DIR/real_mismatch/images for DIR/sim_detail): an "
-      "open_source spec or folder with one image per source image under the same relative path. "
-      "Flips are then also reported in excess of the ideal's (what the translation adds to the "
-      "segmenter's own errors) and detail numbers beside the ideal's.")
-  _INSTANCES = flags.DEFINE_string(
-      "instances", "", "Folder of X's instance annotations for the detail section: <stem>.json "
-      "and the 16-bit instance map <stem>.png per source image (as toy_streets --out writes them "
-      "in DIR/<style>/instances). Empty: the 'instances' folder beside --labels or the source "
-      "images if there is one, the rendered instances of toy_streets sources, else connected "
-      "components of X's classes.")
-  _OUT = flags.DEFINE_string("out", None, "Output folder for report.json, report.md and pictures "
-                             "(any etils.epath path, gs://bucket/... too).")
-  _FD_NETWORK = flags.DEFINE_enum(
-      "fd_network", "auto", list(FD_NETWORKS),
-      "Feature network of the Frechet/kernel distances. 'inception': the standard FID Inception "
-      "(downloaded once, sha256-checked, cached under $XDG_CACHE_HOME/i2i_jax; fails offline). "
-      "'inception_random_init': the same network with seeded random weights, reported as "
-      "FD_inception_random_init (not comparable to FID). 'auto': the first if its weights can be "
-      "had, else the second. 'none': skip the fid and domain_gap sections.")
-  _INCEPTION_WEIGHTS = flags.DEFINE_string(
-      "inception_weights", "", "Path to pt_inception-2015-12-05-6726825d.pth (or its converted .npz) "
-      "instead of the download cache.")
-  _SEGMENTER = flags.DEFINE_string(
-      "segmenter", "", "Segmentation model for the semantic, flips and detail sections: a .onnx file "
-      "(NCHW float input normalised with ImageNet mean/std, run with onnxruntime) or a FlaxSegmenter "
-      "checkpoint folder. Empty: train a small U-Net on Y's labelled split (else on X's labels).")
-  _SEGMENTER_STEPS = flags.DEFINE_integer(
-      "segmenter_steps", 300, "Training steps of the default segmenter.")
-  _SEGMENTER_SIZE = flags.DEFINE_string(
-      "segmenter_size", "", "HEIGHTxWIDTH the segmenters are trained at (e.g. 256x512); empty: the "
-      "size of the first training image.")
-  _DOWNSTREAM_STEPS = flags.DEFINE_integer(
-      "downstream_steps", 300, "Training steps of each downstream segmenter (on X and on F(X)); 0 "
-      "skips the downstream section.")
-  _KID_SUBSETS = flags.DEFINE_integer("kid_subsets", fid.KID_SUBSETS, "KID: number of subsets.")
-  _KID_SUBSET_SIZE = flags.DEFINE_integer(
-      "kid_subset_size", fid.KID_SUBSET_SIZE,
-      "KID: samples per subset (shrunk to the smaller set's size when the sets are smaller).")
-  _WORST_K = flags.DEFINE_integer("worst_k", 4, "How many worst-flipping images to draw.")
-  _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per Inception batch.")
-  _SEED = flags.DEFINE_integer(
-      "seed", 0, "Seeds the random-init Inception, segmenter training and the projections.")
-  flags.mark_flags_as_required(["source", "translated", "target", "out"])
   cli.run(main)

@@ -11,6 +11,7 @@ import pytest
 
 from i2i_jax import cli
 from i2i_jax import convert
+from i2i_jax import evaluate
 from i2i_jax import train
 from i2i_jax import translate
 from i2i_jax.data import tfds as i2i_tfds
@@ -31,7 +32,8 @@ sweep = _load_sweep()
 
 @pytest.mark.parametrize("module, flag", [
     (translate, "--workdir:"), (train, "--workdir:"), (convert, "--checkpoint:"),
-    (toy_streets, "--style:"), (i2i_tfds, "--data_dir:"), (sweep, "--root:")])
+    (toy_streets, "--style:"), (i2i_tfds, "--data_dir:"), (sweep, "--root:"),
+    (evaluate, "--source:")])
 def test_help_is_the_docstring_and_the_commands_own_flags(module, flag):
   with pytest.raises(cli.HelpRequested) as help_requested:
     module.main(["command", "--help"])
@@ -41,7 +43,8 @@ def test_help_is_the_docstring_and_the_commands_own_flags(module, flag):
 
 
 def test_commands_with_overlapping_flag_names_import_together_and_parse_apart(tmp_path):
-  assert len({id(m.FLAGS) for m in (translate, train, convert, toy_streets, i2i_tfds)}) == 5
+  commands = (translate, train, convert, toy_streets, i2i_tfds, evaluate)
+  assert len({id(m.FLAGS) for m in commands}) == len(commands)
   with pytest.raises(cli.UsageError, match="pass exactly one of --workdir and --checkpoint"):
     translate.main(["translate", f"--input={tmp_path}", f"--output={tmp_path / 'out'}"])
   arguments = train._parse_flags(["train", "--config=configs/tiny.py", f"--workdir={tmp_path}"])

@@ -83,6 +83,7 @@ def test_a_missing_source_folder_is_one_line_and_exit_2(folders, tmp_path):
     ("--worst_k=-1", "--worst_k=-1: must be at least 0"),
     ("--batch_size=0", "--batch_size=0: must be at least 1"),
     ("--fd_network=fid", "--fd_network"),
+    ("--fid_resize=bilinear", "--fid_resize"),
     ("--segmenter=/no/such/model.onnx", "--segmenter=/no/such/model.onnx: no such file"),
 ])
 def test_a_bad_flag_value_is_one_line_and_exit_2(folders, tmp_path, flag, expected):
@@ -192,6 +193,9 @@ def test_offline_report_labels_the_random_feature_network_and_has_flips_and_deta
   assert 0.0 <= metrics["semantic"]["mIoU"] <= 1.0
   assert set(metrics["downstream"]) == {"mIoU_trained_on_X", "mIoU_trained_on_F(X)", "mIoU_gain"}
   assert any("NOT FID" in note for note in report["notes"])
+  # The resize mode is named, as papers' FIDs differ by it (clean-fid's modes).
+  assert report["inputs"]["fid_resize_mode"] == "legacy_tensorflow"
+  assert any("fid_resize_mode=legacy_tensorflow" in note for note in report["notes"])
   markdown = (out / "report.md").read_text()
   assert "| flip_rate |" in markdown and "| instances |" in markdown
   assert "FD_inception_random_init" in markdown and "| FID |" not in markdown
