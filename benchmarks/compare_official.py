@@ -72,7 +72,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import vsait as vsait_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2i_jax.configs import vsait as vsait_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import convert, training  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -20,7 +20,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from configs import vsait
+from i2i_jax.configs import vsait
 from i2i_jax.data import pipeline
 from i2i_jax.data import toy_streets
 

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from configs import tiny, vsait as vsait_config
+from i2i_jax.configs import tiny, vsait as vsait_config
 from i2i_jax import checkpoint
 from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources

@@ -24,7 +24,7 @@ are in TensorBoard and WORKDIR/samples/.
 
 import ml_collections
 
-from configs import vsait
+from i2i_jax.configs import vsait
 
 
 def get_config() -> ml_collections.ConfigDict:

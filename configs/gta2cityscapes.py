@@ -9,7 +9,7 @@ once with
 
 import ml_collections
 
-from configs import vsait
+from i2i_jax.configs import vsait
 
 
 def get_config() -> ml_collections.ConfigDict:

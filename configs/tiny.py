@@ -6,7 +6,7 @@ full G/D step); random VGG weights so nothing is downloaded.
 
 import ml_collections
 
-from configs import vsait
+from i2i_jax.configs import vsait
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from configs import demo
+from i2i_jax.configs import demo
 from i2i_jax import evaluate, train
 from i2i_jax.data import toy_streets
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import vsait as vsait_config
+from i2i_jax.configs import vsait as vsait_config
 from i2i_jax import training, vsa
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vgg, vsait

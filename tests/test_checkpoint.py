@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import checkpoint
 from i2i_jax import training
 from i2i_jax.data import pipeline

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import convert
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 from PIL import Image
 import pytest
 
-from configs import vsait
+from i2i_jax.configs import vsait
 from i2i_jax.data import pipeline
 from i2i_jax.data import preprocess
 from i2i_jax.data import sources

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from configs import demo
+from i2i_jax.configs import demo
 from i2i_jax import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 from PIL import Image
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import train
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax.models import generator, lsh, vgg, vsait
 
 

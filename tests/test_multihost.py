@@ -91,7 +91,7 @@ def _load_variables(workdir, step):
 
 def test_the_hosts_together_feed_the_single_host_global_batch():
   """Host i's batch is slots [i*b, (i+1)*b) of the 1-host batch: same images, same crops."""
-  from configs import tiny  # pylint: disable=g-import-not-at-top
+  from i2i_jax.configs import tiny  # pylint: disable=g-import-not-at-top
   config = tiny.get_config().data
   config.batch_size = BATCH
 

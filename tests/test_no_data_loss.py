@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import checkpoint, output_tree, training
 from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources

@@ -11,6 +11,8 @@ import ast
 import graphlib
 import pathlib
 
+import pytest
+
 import i2i_jax
 
 PACKAGE_ROOT = pathlib.Path(i2i_jax.__file__).parent
@@ -62,3 +64,14 @@ def test_no_import_cycle_among_i2i_jax_modules():
     # graphlib lists the cycle from importer to imported backwards.
     cycle = " imports ".join(reversed(e.args[1]))
     raise AssertionError(f"import cycle: {cycle}") from None
+
+
+def test_pyproject_installs_every_package_and_configs_under_i2i_jax():
+  tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (CI's)
+  pyproject = tomllib.loads((PACKAGE_ROOT.parent / "pyproject.toml").read_text())
+  setuptools = pyproject["tool"]["setuptools"]
+  packages = {_module_name(path.parent / "__init__.py")
+              for path in PACKAGE_ROOT.rglob("__init__.py")}
+  assert set(setuptools["packages"]) == packages | {"i2i_jax.configs"}
+  assert setuptools["package-dir"] == {"i2i_jax.configs": "configs"}
+  assert "configs" not in setuptools["packages"]  # no top-level `configs` in site-packages

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import sharding
 from i2i_jax import training
 from i2i_jax.data import pipeline

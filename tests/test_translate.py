@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import tiny
+from i2i_jax.configs import tiny
 from i2i_jax import checkpoint, output_tree, training
 from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
