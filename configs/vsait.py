@@ -41,6 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
   # colour/texture statistics, translated vs target); 0 turns it off.
   config.style_distance_images = 0
   config.image_grid_rows = 4  # examples per logged image grid
+  # Evaluators run inside training on fixed held-out images, logged as
+  # eval/<name>/<metric> (i2i_jax/evaluators.py): name -> dict(type=...,
+  # every_steps=..., data and settings of the type). None by default.
+  config.evals = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
   config.model.in_channels = 3

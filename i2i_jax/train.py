@@ -16,6 +16,8 @@ Flags that matter:
                            --config.sharding.fsdp=True
                            --config.checkpoint.every_steps=500
                            --config.log_images_every=100
+                           --config.evals.NAME.every_steps=500  (an evaluator
+                             the config declares, see i2i_jax/evaluators.py)
                          An unknown key or a value of the wrong type is an error
                          naming the key, before anything is compiled.
 
@@ -55,6 +57,7 @@ from PIL import Image
 
 from i2i_jax import checkpoint
 from i2i_jax import cli
+from i2i_jax import evaluators
 from i2i_jax import metric_writer
 from i2i_jax import sharding
 from i2i_jax import training
@@ -258,6 +261,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     fns = training.make_step_functions(config)
     logging.info("building the input pipeline: %s -> %s", config.data.source, config.data.target)
     data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
+    # Their evaluation images are rendered here, once.
+    evals = evaluators.build(config.evals)
   except (ValueError, FileNotFoundError) as e:
     raise ConfigError(str(e)) from e
   logging.info("initialising the networks (VGG weights: %s)", config.model.vgg_weights)
@@ -318,6 +323,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
       writer.write_scalars(step, {"style_distance/translated": style_distance(
           probe_translated, probe.target_statistics)})
 
+  def run_evals(step: int, is_last: bool) -> None:
+    def translate_fn(images: np.ndarray) -> np.ndarray:
+      return np.asarray(translate(state.variables["generator"], images))
+    for name, (every_steps, evaluator) in evals.items():
+      if step % every_steps == 0 or is_last:
+        start = time.perf_counter()
+        metrics = evaluator.run(translate_fn)
+        writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in metrics.items()})
+        logging.info("evaluator %s at step %d: %.1f s", name, step, time.perf_counter() - start)
+
   pending = None  # (step, device metrics) not yet checked: read one step late
   history = []
   compiled_step = None
@@ -362,6 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                        format_duration(eta))
         if step % config.log_images_every == 0 or is_last:
           log_images(step, batch)
+        run_evals(step, is_last)
         if stop or is_last or manager.should_save(step):
           checkpoint.save(manager, step, state, data_iterator, config, force=stop or is_last)
         if stop and not is_last:
