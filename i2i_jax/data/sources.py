@@ -23,6 +23,7 @@ import io
 import os
 from typing import Any
 
+import imagecodecs
 import numpy as np
 from PIL import Image
 
@@ -47,20 +48,60 @@ def _is_16_bit_grey(image: Image.Image) -> bool:
   return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")
 
 
+def _decode_fast(data: bytes) -> np.ndarray | None:
+  """The pixels of an 8-bit RGB(A) PNG or colour JPEG file; None for anything else.
+
+  libspng and libjpeg-turbo (imagecodecs) give exactly Pillow's pixels for
+  these (benchmarks/codecs.py checks) for ~0.75x Pillow's CPU for PNG and ~0.5x
+  for JPEG, and release the GIL, so decoding threads run in parallel. Pillow
+  reads the header (and refuses decompression bombs). Every other mode, and a
+  file that either refuses, is left to Pillow (None), whose errors name the problem.
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as header:
+      image_format, mode, size = header.format, header.mode, header.size
+    if image_format == "PNG" and mode in ("RGB", "RGBA") and data[24] == 8:
+      pixels = imagecodecs.spng_decode(data)  # data[24]: IHDR's bit depth
+    elif image_format == "JPEG" and mode == "RGB":
+      pixels = imagecodecs.jpeg8_decode(data)
+    else:
+      return None
+  except Exception:  # pylint: disable=broad-except  (Pillow names the problem)
+    return None
+  width, height = size
+  if pixels.dtype != np.uint8 or pixels.shape not in ((height, width, 3), (height, width, 4)):
+    return None
+  # Alpha is dropped, as by Pillow's convert("RGB").
+  return np.ascontiguousarray(pixels[..., :3]) if pixels.shape[-1] == 4 else pixels
+
+
 def decode_image(data_or_path) -> np.ndarray:
-  """Decodes an image file (path or encoded bytes) to [H, W, 3] uint8 RGB.
+  """Decodes an image file (path, encoded bytes or io.BytesIO) to [H, W, 3] uint8 RGB.
 
   Every mode a PNG or JPEG holds becomes what it shows. 16-bit samples keep
   their top 8 bits (v >> 8), as Pillow does for 16-bit RGB(A) PNGs; Pillow's
   own conversion would clip 16-bit grey to white. Alpha is dropped, as the
   reference's `convert("RGB")` drops it; palette, 1-bit, grey, CMYK and YCbCr
-  are converted by Pillow.
+  are converted by Pillow. 8-bit RGB(A) PNGs and colour JPEGs, nearly every
+  data set's images, take faster decoders with the same pixels (`_decode_fast`).
 
   Raises:
     ValueError: naming the mode, for 32-bit integer or float pixels (a TIFF
       named .png, say): they have no agreed 8-bit range, and Pillow would
       clip them to white or black.
   """
+  if isinstance(data_or_path, (str, os.PathLike)):
+    with open(data_or_path, "rb") as f:
+      pixels = _decode_fast(f.read())
+  elif isinstance(data_or_path, io.BytesIO):
+    pixels = _decode_fast(data_or_path.getvalue())
+  elif isinstance(data_or_path, bytes):
+    pixels = _decode_fast(data_or_path)
+    data_or_path = io.BytesIO(data_or_path)
+  else:  # another file object: Pillow reads it
+    pixels = None
+  if pixels is not None:
+    return pixels
   with Image.open(data_or_path) as image:
     if _is_16_bit_grey(image):
       grey = (np.asarray(image).astype(np.uint32) >> 8).astype(np.uint8)
