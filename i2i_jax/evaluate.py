@@ -28,7 +28,9 @@ Sections (each skipped, with a note, when its inputs are missing):
   detail      per-instance retention of poles, lights, signs (contrast, segmenter)
               and light-state accuracy.
 The segmenter runs once over F(X) (and X, the ideal translation where they are
-needed); the semantic, flips and detail sections share its predictions.
+needed); the semantic, flips and detail sections share its predictions. The
+flips and detail sections are the evaluators training runs from `config.evals`
+(`i2i_jax.evaluators.REGISTRY`), here scoring F(X) already translated.
   downstream  a segmenter trained on F(X) vs one trained on X, tested on Y's labels.
 
 Offline, without the standard Inception weights, `--fd_network=auto` falls back
@@ -57,13 +59,13 @@ from etils import epath
 import numpy as np
 
 from i2i_jax import cli
+from i2i_jax import evaluators
 from i2i_jax import storage
 from i2i_jax.data import sources
 from i2i_jax.metrics import detail
 from i2i_jax.metrics import domain_gap
 from i2i_jax.metrics import downstream
 from i2i_jax.metrics import fid
-from i2i_jax.metrics import flips
 from i2i_jax.metrics import inception
 from i2i_jax.metrics import instances as instances_lib
 from i2i_jax.metrics import report
@@ -476,18 +478,19 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
     if ideal_images is None:
       notes.append("No --ideal: flips are raw rates, which include the segmenter's own errors.")
     with stage("flips: seg(F(X)) against X's references, pictures"):
-      flip_evaluator = flips.FlipEvaluator(
-          source_images, references,
+      flip_evaluator = evaluators.REGISTRY["flips"](
+          source_images, references, ideal_predicted=ideal_predicted,
           reference_name="X's labels" if source_labels is not None else "seg(X)",
           out_dir=out_folder, worst_k=worst_k, source_names=source_relpaths)
-      sections["flips"] = flip_evaluator.run(translated_images, predicted, ideal_predicted)
+      sections["flips"] = flip_evaluator.score(translated_images, predicted)
       pictures["flips"] = flip_evaluator.pictures
     with stage("detail: poles, lights and signs of X in F(X)"):
       annotations = _Annotations(_instances(source_data, source_relpaths, instances, labels,
                                             references, notes))
       try:
-        sections["detail"] = detail.DetailRetentionEvaluator(source_images, annotations).run(
-            translated_images, predicted, ideal_images, ideal_predicted)
+        sections["detail"] = evaluators.REGISTRY["detail"](
+            source_images, annotations, ideal_images=ideal_images,
+            ideal_predicted=ideal_predicted).score(translated_images, predicted)
       except ValueError as e:
         raise cli.UsageError(f"--instances: {e}") from e
 

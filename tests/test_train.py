@@ -130,6 +130,35 @@ def test_resume_is_bit_exact(tmp_path, caplog):
   assert events and events[0].stat().st_size > 0
 
 
+def _detail_evaluator(every_steps):
+  """A "detail" evaluator small enough for tests: 2 held-out toy scenes at 128x256."""
+  return dict(type="detail", every_steps=every_steps, source="toy_streets:sim_detail:val",
+              ideal="toy_streets:real_mismatch:val", num_images=2, height=128, width=256)
+
+
+def test_evaluators_from_the_config_log_to_the_metrics_file(tmp_path):
+  config = _config(total_steps=3)
+  config.evals.detail = _detail_evaluator(every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  records = metric_writer.read_metrics(tmp_path / metric_writer.METRICS_FILE)
+  evaluations = [r for r in records if "eval/detail/retention" in r]
+  # Every 2 steps and at the last one.
+  assert [r["step"] for r in evaluations] == [2, 3]
+  for record in evaluations:
+    assert record["eval/detail/checked"] > 0
+    assert 0 <= record["eval/detail/contrast"] <= 1
+    assert record["eval/detail/ideal/checked"] == record["eval/detail/checked"]
+  assert not any(k.startswith("eval/") for r in records if r not in evaluations for k in r)
+
+
+def test_an_unknown_evaluator_is_a_config_error_before_anything_is_written(tmp_path):
+  config = _config()
+  config.evals.sharp = dict(_detail_evaluator(every_steps=2), type="sharpness")
+  with pytest.raises(train.ConfigError, match=r"config\.evals\.sharp\.type='sharpness'"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_non_finite_loss_stops_and_saves_nothing_new(tmp_path):
   config = _config(total_steps=4)
   config.checkpoint.every_steps = 1
