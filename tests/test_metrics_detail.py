@@ -10,17 +10,15 @@ import json
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from i2i_jax.data import toy_streets
 from i2i_jax.metrics import detail
 from i2i_jax.metrics import instances as instances_lib
 from i2i_jax.metrics import semantic
+from i2i_jax.metrics import sensitivity
 
 SCENES = 8
 HEIGHT, WIDTH = 256, 512  # the evaluation size of docs/toy_world.md
-LIT = {"red": (230, 40, 30), "amber": (240, 190, 20), "green": (40, 220, 90)}
-SWAPPED = {"red": "green", "green": "red", "amber": "green"}
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +31,6 @@ def scenes():
     ideal = toy_streets.render(seed, "real_mismatch", HEIGHT, WIDTH)[0]
     found.append((source, labels, instance_map, instances, ideal))
   return found
-
-
-def erased(image, instance_map, instances):
-  """The small objects painted over with the nearest background pixel."""
-  small = np.isin(instance_map, [i["mask_id"] for i in instances
-                                 if i["class"] in detail.DETAIL_CLASSES])
-  _, (rows, cols) = ndimage.distance_transform_edt(small, return_indices=True)
-  return image[rows, cols]
-
-
-def blurred(image, instance_map, instances):
-  del instance_map, instances
-  return ndimage.gaussian_filter(image.astype(np.float32), (3, 3, 0)).round().astype(np.uint8)
-
-
-def swapped(image, instance_map, instances):
-  """Each lit lamp recoloured as another state's lamp (red <-> green, amber -> green)."""
-  image = image.astype(np.float32)
-  for instance in instances:
-    if instance["class"] == "traffic light" and instance["lamp_box"]:
-      y0, x0, y1, x1 = instance["lamp_box"]
-      lamp = image[y0:y1, x0:x1]
-      mask = instance_map[y0:y1, x0:x1] == instance["mask_id"]
-      lamp[mask] *= (np.array(LIT[SWAPPED[instance["state"]]], np.float32)
-                     / np.array(LIT[instance["state"]], np.float32))
-  return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def run(scenes, perturb=None, predicted=None):
@@ -79,20 +51,20 @@ def test_the_ideal_translation_retains_the_details_and_the_light_states(scenes):
 
 
 def test_erased_objects_are_not_retained(scenes):
-  ideal, metrics = run(scenes), run(scenes, erased)
+  ideal, metrics = run(scenes), run(scenes, sensitivity.erase_small_objects)
   assert metrics["checked"] == ideal["checked"]  # which instances count depends on X only
   assert metrics["retention"] <= 0.3
   assert metrics["contrast"] <= 0.5 * ideal["contrast"]
 
 
 def test_blurred_objects_score_clearly_worse(scenes):
-  ideal, metrics = run(scenes), run(scenes, blurred)
+  ideal, metrics = run(scenes), run(scenes, sensitivity.blur)
   assert metrics["retention"] <= ideal["retention"] - 0.3
   assert metrics["contrast"] <= ideal["contrast"] - 0.2
 
 
 def test_swapped_light_colours_are_state_errors(scenes):
-  ideal, metrics = run(scenes), run(scenes, swapped)
+  ideal, metrics = run(scenes), run(scenes, sensitivity.swap_light_states)
   assert metrics["light_state_accuracy"] <= 0.1
   red_lights = sum(i["state"] == "red" and i["lamp_area"] >= detail.MIN_LAMP_PIXELS
                    for _, _, _, instances, _ in scenes for i in instances
@@ -120,7 +92,7 @@ def test_ideal_numbers_are_reported_beside_the_translation(scenes):
   annotations = [(instance_map, instances) for _, _, instance_map, instances, _ in scenes]
   ideal_images = [ideal for *_, ideal in scenes]
   metrics = detail.DetailRetentionEvaluator(sources, annotations).run(
-      [erased(ideal, m, i) for _, _, m, i, ideal in scenes], ideal_images=ideal_images)
+      [sensitivity.erase_small_objects(ideal, m, i) for _, _, m, i, ideal in scenes], ideal_images=ideal_images)
   assert metrics["ideal/retention"] >= 0.9 and metrics["retention"] <= 0.3
 
 

@@ -6,6 +6,7 @@ from PIL import Image
 
 from i2i_jax.data import toy_streets
 from i2i_jax.metrics import flips
+from i2i_jax.metrics import sensitivity
 
 HEIGHT, WIDTH = 16, 32
 
@@ -83,20 +84,6 @@ def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):
   assert "scale on the right, 0 to 1" in evaluator.pictures["flip_matrix.png"]
 
 
-def nearest_class_colour_segmenter(images, labels):
-  """A real, weak segmenter fitted without training: each pixel gets the class whose mean colour
-  (over `images` and their `labels`) is nearest. [B, H, W, 3] uint8 -> [B, H, W] int32."""
-  pixels = np.concatenate([image.reshape(-1, 3) for image in images]).astype(np.float32)
-  classes = np.concatenate([label.ravel() for label in labels])
-  present = [c for c in np.unique(classes) if c != 255]
-  means = np.stack([pixels[classes == c].mean(0) for c in present])
-
-  def segment(batch):
-    distances = ((batch[..., None, :].astype(np.float32) - means) ** 2).sum(-1)
-    return np.asarray(present, np.int32)[distances.argmin(-1)]
-  return segment
-
-
 def test_sky_repainted_as_vegetation_raises_that_pair_in_excess_of_the_ideal():
   sky, vegetation = toy_streets.SKY, toy_streets.VEGETATION
   scenes = [toy_streets.render_with_instances(seed, "sim_detail", 128, 256)
@@ -105,15 +92,9 @@ def test_sky_repainted_as_vegetation_raises_that_pair_in_excess_of_the_ideal():
   labels = [label for _, label, *_ in scenes]
   ideal = [toy_streets.render(seed, "real_mismatch", 128, 256)[0]
            for seed in toy_streets.split_seeds("real_mismatch", "val")[:4]]
-  segment = nearest_class_colour_segmenter(ideal, labels)
+  segment = sensitivity.nearest_colour_segmenter(ideal, labels)
   # Repaint the sky as foliage: each sky pixel takes the colour of a vegetation pixel.
-  foliage = np.concatenate([image[label == vegetation] for image, label in zip(ideal, labels)])
-  rng = np.random.default_rng(0)
-  repainted = []
-  for image, label in zip(ideal, labels):
-    image = image.copy()
-    image[label == sky] = foliage[rng.integers(len(foliage), size=(label == sky).sum())]
-    repainted.append(image)
+  repainted = sensitivity.repaint_class(ideal, labels, painted=sky, painter=vegetation)
   evaluator = flips.FlipEvaluator(sources, labels)
   ideal_predicted = list(segment(np.stack(ideal)))
   as_ideal = evaluator.run(ideal, ideal_predicted, ideal_predicted)
