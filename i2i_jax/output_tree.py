@@ -33,6 +33,7 @@ from etils import epath
 import numpy as np
 from PIL import Image
 
+from i2i_jax import codecs
 from i2i_jax import storage
 from i2i_jax.data import sources
 
@@ -47,7 +48,7 @@ class Settings:
   """What, besides the checkpoint, decides the content of an output file."""
   format: str = "png"
   quality: int = 95  # jpg only
-  png_compress_level: int = 1  # png only: lossless either way, 1 is fastest
+  png_compress_level: int = 1  # png only: lossless either way, 1 (fpng) is fastest
   resize: tuple[int, int] | None = None  # (H, W) to translate at; None: own size
   compute_dtype: str = "float32"
 
@@ -55,6 +56,21 @@ class Settings:
 class OutputConflictError(ValueError):
   """OUTPUT overlaps the inputs, holds results of another checkpoint or settings, or
   two inputs share an output."""
+
+
+def encode(translated: np.ndarray, settings: Settings) -> bytes:
+  """The output file of an [H, W, 3] uint8 translation, in `settings`' format."""
+  return codecs.encode(translated, settings.format,
+                       png_compress_level=settings.png_compress_level,
+                       quality=settings.quality)
+
+
+def at_input_size(record: dict[str, Any], translated: np.ndarray) -> np.ndarray:
+  """[h', w', 3] uint8 `translated` resized (bicubic) to `record["image_size"]` (h, w)."""
+  height, width = record["image_size"]
+  if translated.shape[:2] == (height, width):
+    return translated
+  return np.asarray(Image.fromarray(translated).resize((width, height), Image.BICUBIC))
 
 
 def output_relpath(relpath: str, image_format: str) -> str:
@@ -221,7 +237,7 @@ class OutputTree:
       else:
         _copy_into(label_file, f)
 
-  def write(self, record: dict[str, Any], translated: np.ndarray):
+  def write(self, record: dict[str, Any], translated: np.ndarray | bytes):
     """Writes the label (first) and the translation of one record, then journals it.
 
     The label goes first so that an existing image implies its label exists.
@@ -229,21 +245,15 @@ class OutputTree:
     Args:
       record: a source record with "relpath", "image_size" (the input's (h, w)) and,
         when the source has labels, "label".
-      translated: [h', w', 3] uint8, resized back to "image_size" if it differs.
+      translated: [h', w', 3] uint8, resized back to "image_size" if it differs, or
+        the bytes `encode` made of `at_input_size` of it (in a worker process).
     """
     if "label" in record:
       self._write_label(record)
-    height, width = record["image_size"]
-    if translated.shape[:2] != (height, width):
-      translated = np.asarray(Image.fromarray(translated).resize((width, height),
-                                                                 Image.BICUBIC))
-    settings = self.settings
-    if settings.format == "png":
-      options = {"format": "PNG", "compress_level": settings.png_compress_level}
-    else:
-      options = {"format": "JPEG", "quality": settings.quality}
+    if not isinstance(translated, bytes):
+      translated = encode(at_input_size(record, translated), self.settings)
     with storage.atomic_write(self.image_path(record["relpath"]), tag=self._tag) as f:
-      Image.fromarray(translated).save(f, **options)
+      f.write(translated)
     with self._journal_lock:
       self._journal.write(record["relpath"] + "\n")
       self._journal.flush()

@@ -29,6 +29,7 @@ flight; rerun to complete).
 """
 
 from collections.abc import Sequence
+import os
 
 from absl import flags
 from absl import logging
@@ -91,10 +92,13 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _BUCKET_MULTIPLE = flags.DEFINE_integer(
     "bucket_multiple", 64, "Pad H and W up to multiples of this (a multiple of 4): one "
     "compiled shape per bucket, so mixed sizes do not recompile per image.", flag_values=FLAGS)
-_READ_THREADS = flags.DEFINE_integer("read_threads", 4, "Threads decoding inputs.",
-                                     flag_values=FLAGS)
-_WRITE_THREADS = flags.DEFINE_integer("write_threads", 4, "Threads encoding outputs.",
-                                      flag_values=FLAGS)
+_READ_THREADS = flags.DEFINE_integer(
+    "read_threads", os.cpu_count() or 1, "Threads decoding inputs (default: the host's "
+    "cores).", flag_values=FLAGS)
+_WRITE_THREADS = flags.DEFINE_integer(
+    "write_threads", os.cpu_count() or 1, "Threads writing outputs, and as many worker "
+    "processes encoding them where the encoder holds the GIL (PNG at level 1, fpng); "
+    "default: the host's cores.", flag_values=FLAGS)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Retranslate everything, even into an OUTPUT written with another "
     "checkpoint or settings (OUTPUT's own files only; inputs are never written).",

@@ -14,8 +14,10 @@ and safe to interrupt. `python -m i2i_jax.translate` is the command line around 
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
+import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from PIL import Image
 import tqdm
 
 from i2i_jax import checkpoint as checkpoint_lib
+from i2i_jax import codecs
 from i2i_jax import output_tree
 from i2i_jax import sharding
 from i2i_jax.data import sources
@@ -296,7 +299,8 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
     link_labels: hard-link the label files of a folder source into OUTPUT/labels
       instead of copying them; editing a linked label in place edits the original.
     read_threads: threads decoding (and resizing, padding) inputs.
-    write_threads: threads encoding and writing outputs.
+    write_threads: threads writing outputs, and as many worker processes encoding
+      them when the encoder holds the GIL (`codecs.holds_gil`).
     process_index, process_count: this process takes indices
       `process_index::process_count` of the sorted source.
     stop: when set (e.g. by SIGINT or SIGTERM), finishes the batches in flight and
@@ -351,6 +355,17 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
         images_per_second=round(summary.images_per_second, 3), done=sorted(done))
     output_tree.write_manifest(output / manifest_name, manifest)
   return summary
+
+
+def _encode_processes(settings: output_tree.Settings, count: int):
+  """Worker processes for an encoder that holds the GIL (fpng); else nullcontext(None).
+
+  Spawned, not forked: forking a process that runs JAX's threads can deadlock.
+  """
+  if not codecs.holds_gil(settings.format, settings.png_compress_level):
+    return contextlib.nullcontext()
+  return concurrent.futures.ProcessPoolExecutor(
+      count, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _translate_shard(translator: Translator, source, output: epath.Path, indices: list[int],
@@ -408,11 +423,17 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
       done.append(record["relpath"])
     bar.update(1)
 
+  def write(record, translated, encoder):
+    if encoder is not None:  # the file's bytes from a worker process
+      translated = encoder.submit(output_tree.encode, output_tree.at_input_size(
+          record, translated), settings).result()
+    writer.write(record, translated)
+
   def collect(pool, max_in_flight):
     while len(in_flight) > max_in_flight:
       batch_records, pending = in_flight.popleft()
       for record, translated in zip(batch_records, pending.result()):
-        writes.append((pool.submit(writer.write, record, translated), record))
+        writes.append((pool.submit(write, record, translated, encoder), record))
       # Keep at most a few batches of encoded-but-unwritten images in memory.
       while len(writes) > 2 * translator.batch_size + write_threads:
         finish_write(*writes.popleft())
@@ -422,7 +443,9 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
         [r["padded"] for r in batch_records], [r["size"] for r in batch_records])))
     collect(pool, max_in_flight=2)
 
-  with concurrent.futures.ThreadPoolExecutor(write_threads) as pool:
+  # The encoder's processes outlive the threads that use them.
+  with (_encode_processes(settings, write_threads) as encoder,
+        concurrent.futures.ThreadPoolExecutor(write_threads) as pool):
     try:
       for record in records:
         if summary.error is not None:
