@@ -6,6 +6,8 @@ import pytest
 from scipy import ndimage
 
 from i2i_jax import evaluators
+from i2i_jax.data import toy_streets
+from i2i_jax.metrics import sensitivity
 
 
 def _evals(**blocks):
@@ -68,3 +70,31 @@ def test_a_bad_block_is_an_error_naming_its_key(block, expected):
     evaluators.build(_evals(bad=block))
   assert expected in str(error.value)
   assert "\n" not in str(error.value)
+
+
+def test_flips_segments_f_of_x_once_per_run_and_sees_sky_repainted_as_foliage():
+  seeds = toy_streets.split_seeds("sim_detail", "val")[:4]
+  scenes = [toy_streets.render(seed, "sim_detail", 128, 256) for seed in seeds]
+  sources = [image for image, _ in scenes]
+  labels = [label for _, label in scenes]
+  ideal = [toy_streets.render(seed, "real_mismatch", 128, 256)[0] for seed in seeds]
+  nearest_colour = sensitivity.nearest_colour_segmenter(ideal, labels)
+  calls = []
+
+  def segment_fn(images):
+    calls.append(len(images))
+    return nearest_colour(images)
+  evaluator = evaluators.FlipsEvaluator(
+      sources, labels, segment_fn=segment_fn, ideal_predicted=list(nearest_colour(np.stack(ideal))))
+  repainted = sensitivity.repaint_class(ideal, labels, painted=toy_streets.SKY,
+                                        painter=toy_streets.VEGETATION)
+
+  def returning(images):
+    """translate_fn whose F(X) is `images` ([H, W, 3] uint8 each), in [-1, 1]."""
+    return lambda batch: np.stack(images).astype(np.float32) / 127.5 - 1.0
+  as_ideal = evaluator.run(returning(ideal))
+  assert calls == [4]
+  flipped = evaluator.run(returning(repainted))
+  assert calls == [4, 4]
+  assert as_ideal["excess_flip_rate"] == 0.0
+  assert flipped["excess_flip/sky->vegetation"] >= 0.6
