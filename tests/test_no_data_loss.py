@@ -13,13 +13,12 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
 from i2i_jax.configs import tiny
-from i2i_jax import checkpoint, output_tree, training
+from i2i_jax import checkpoint, output_tree
 from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
 from i2i_jax.data import tfds as i2i_tfds
@@ -60,18 +59,8 @@ def _data_set(root: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-  config = tiny.get_config()
-  fns = training.make_step_functions(config)
-  variables = jax.jit(lambda key: vsait.init_variables(fns.modules, key, (32, 32)))(
-      jax.random.key(0))
-  path = tmp_path_factory.mktemp("run")
-  manager = checkpoint.make_manager(path, ml_collections.ConfigDict(
-      dict(every_steps=1, keep=2, keep_every_steps=0, async_save=False)))
-  checkpoint.save(manager, 0, training.create_train_state(fns, variables), None, config,
-                  force=True)
-  manager.wait_until_finished()
-  return checkpoint.load_generator(path)
+def generator(tiny_workdir):
+  return checkpoint.load_generator(tiny_workdir)
 
 
 def test_translate_in_every_output_mode_leaves_the_inputs_alone(generator, tmp_path):

@@ -16,35 +16,20 @@ import time
 
 from etils import epath
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from i2i_jax.configs import tiny
-from i2i_jax import checkpoint, output_tree, training
+from i2i_jax import checkpoint, output_tree
 from i2i_jax import translator as translator_lib
 from i2i_jax.data import sources
-from i2i_jax.models import vsait
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A training workdir with the step-0 checkpoint of the tiny config."""
-  config = tiny.get_config()
-  fns = training.make_step_functions(config)
-  # Jitted: the eager init of all five networks takes ~30 s on 2 cores.
-  variables = jax.jit(lambda key: vsait.init_variables(fns.modules, key, (32, 32)))(
-      jax.random.key(0))
-  state = training.create_train_state(fns, variables)
-  path = tmp_path_factory.mktemp("run")
-  manager = checkpoint.make_manager(path, ml_collections.ConfigDict(
-      dict(every_steps=1, keep=2, keep_every_steps=0, async_save=False)))
-  checkpoint.save(manager, 0, state, None, config, force=True)
-  manager.wait_until_finished()
-  return str(path)
+def workdir(tiny_workdir):
+  return tiny_workdir
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +62,7 @@ def test_same_size_images_compile_once_and_match_the_generator(generator):
 
 def test_odd_sizes_are_padded_by_bucket_and_cropped_back(generator):
   translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   images = [_random_images((h, w, 3), seed) for seed, (h, w) in
             enumerate([(17, 30), (31, 19), (20, 20), (5, 3), (40, 33)])]
 
@@ -98,7 +83,7 @@ def test_translator_rejects_bad_settings_naming_them(generator):
   with pytest.raises(ValueError, match="batch_size=3 .* 2 devices"):
     translator_lib.Translator(generator, batch_size=3, devices=jax.local_devices()[:2])
   translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   with pytest.raises(ValueError, match=r"\(5, 8\).*\[B, H, W, 3\]"):
     translator.translate(np.zeros((5, 8), np.uint8))
 
@@ -109,7 +94,7 @@ def test_batches_split_over_all_devices_match_one_device(generator):
   images = [_random_images((36, 20, 3), seed) for seed in range(len(devices))]
   sharded = translator_lib.Translator(generator, batch_size=len(devices), bucket_multiple=16)
   single = translator_lib.Translator(generator, batch_size=len(devices), bucket_multiple=16,
-                                devices=devices[:1])
+                                     devices=devices[:1])
 
   pending = sharded.start([sharded.pad_to_bucket(i) for i in images], [(36, 20)] * len(images))
 
@@ -222,7 +207,7 @@ def test_process_shards_are_disjoint_and_cover_the_data_set(generator, tmp_path)
   for index in range(5):
     _write_image(str(images / f"{index}.png"), (20, 24, 3), index)
   translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{images}")
 
   summaries = [translator_lib.translate_dataset(translator, source, str(tmp_path / "out"),
@@ -299,7 +284,7 @@ def test_generated_sources_write_their_labels_as_png(generator, tmp_path):
   source = sources.ToyStreetsSource("sim", "val", height=32, width=64)
   source.seeds = source.seeds[:3]  # a short split keeps the test fast
   translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
 
   first = translator_lib.translate_dataset(translator, source, str(tmp_path), progress=False)
   again = translator_lib.translate_dataset(translator, source, str(tmp_path), progress=False)
@@ -318,7 +303,7 @@ def test_resize_translates_at_the_given_size_and_writes_at_the_input_size(genera
   _write_image(str(images / "keep.jpg"), (20, 24, 3), 0)
   _write_image(str(images / "renamed.png"), (30, 18, 3), 1)
   translator = translator_lib.Translator(generator, batch_size=2, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   settings = output_tree.Settings(format="jpg", quality=80, resize=(32, 32))
 
   summary = translator_lib.translate_dataset(translator, sources.open_source(f"folder:{images}"),
@@ -374,7 +359,7 @@ def test_outputs_in_or_over_input_folders_are_refused_by_the_library_too(generat
   _write_data_set(data)
   before = _hash_tree(data)
   translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
   (tmp_path / "link").symlink_to(data / "images")
   for output in (data, data / "images", data / "labels" / "out", tmp_path / "link",
@@ -411,7 +396,7 @@ def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(generator,
   _write_data_set(data)
   before = _hash_tree(data)
   translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
   source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
   translator_lib.translate_dataset(translator, source, str(tmp_path / "O"), progress=False)
 
@@ -435,7 +420,7 @@ def test_unreadable_inputs_give_an_honest_status_and_reason(generator, tmp_path)
   for index in range(3):
     (images / f"{index}.png").write_bytes(b"not an image")
   translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                    devices=jax.local_devices()[:1])
+                                         devices=jax.local_devices()[:1])
 
   summary = translator_lib.translate_dataset(
       translator, sources.open_source(f"folder:{images}"), str(tmp_path / "out"),
