@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -357,6 +358,13 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
   return summary
 
 
+def _ignore_stop_signals():
+  """In encoding workers: Ctrl-C and SIGTERM reach the whole process group, but only
+  the main process decides when to stop (it finishes the images in flight first)."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _encode_processes(settings: output_tree.Settings, count: int):
   """Worker processes for an encoder that holds the GIL (fpng); else nullcontext(None).
 
@@ -365,7 +373,8 @@ def _encode_processes(settings: output_tree.Settings, count: int):
   if not codecs.holds_gil(settings.format, settings.png_compress_level):
     return contextlib.nullcontext()
   return concurrent.futures.ProcessPoolExecutor(
-      count, mp_context=multiprocessing.get_context("spawn"))
+      count, mp_context=multiprocessing.get_context("spawn"),
+      initializer=_ignore_stop_signals)
 
 
 def _translate_shard(translator: Translator, source, output: epath.Path, indices: list[int],
