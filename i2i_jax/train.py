@@ -60,6 +60,7 @@ from i2i_jax import cli
 from i2i_jax import evaluators
 from i2i_jax import metric_writer
 from i2i_jax import sharding
+from i2i_jax import storage
 from i2i_jax import training
 from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
@@ -314,9 +315,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     grid = image_grid(source[:rows], translated[:rows], target[:rows])
     writer.write_images(step, {IMAGE_GRID_TAG: grid})
     if jax.process_index() == 0:
-      (workdir / "samples").mkdir(exist_ok=True)
       # Through epath, so that gs:// and s3:// workdirs work too.
-      with (workdir / "samples" / f"step_{step:08d}.png").open("wb") as f:
+      with storage.atomic_write(workdir / "samples" / f"step_{step:08d}.png") as f:
         Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(f, format="PNG")
     if probe is not None:
       probe_translated = np.asarray(translate(state.variables["generator"], probe.source))

@@ -51,6 +51,7 @@ import numpy as np
 
 from i2i_jax import cli
 from i2i_jax import metric_writer
+from i2i_jax import storage
 
 LAUNCH_DIR = epath.Path(__file__).parent
 SWEEP_JSON = "sweep.json"
@@ -164,11 +165,15 @@ def train_args(sweep_plan: dict[str, Any], run: dict[str, Any]) -> list[str]:
           *(f"--config.{key}={format_value(value)}" for key, value in run["overrides"].items())]
 
 
+def _write_text(path: epath.Path, text: str) -> None:
+  with storage.atomic_write(path, "w") as f:
+    f.write(text)
+
+
 def write_plan(sweep_plan: dict[str, Any], root: epath.Path) -> None:
-  root.mkdir(parents=True, exist_ok=True)
-  (root / SWEEP_JSON).write_text(json.dumps(sweep_plan, indent=2) + "\n")
+  _write_text(root / SWEEP_JSON, json.dumps(sweep_plan, indent=2) + "\n")
   # One line per run, shell-quoted: the slurm array task i appends line i to its command.
-  (root / RUNS_FILE).write_text("".join(
+  _write_text(root / RUNS_FILE, "".join(
       shlex.join(train_args(sweep_plan, run)[1:]) + "\n" for run in sweep_plan["runs"]))
 
 
@@ -321,8 +326,8 @@ def collect(root: str, sort: str = "", metrics: Sequence[str] = ()) -> str:
   rows = [{**row, **{key: format_value(row[key]) for key in sweep_plan["swept"]}}
           for row in rows]
   table = markdown_table(columns, rows)
-  (root / "results.md").write_text(table)
-  (root / "results.csv").write_text(csv_table(columns, rows))
+  _write_text(root / "results.md", table)
+  _write_text(root / "results.csv", csv_table(columns, rows))
   return table
 
 
