@@ -6,6 +6,7 @@ from PIL import Image
 
 from i2i_jax.data import toy_streets
 from i2i_jax.metrics import flips
+from i2i_jax.metrics import pictures
 from i2i_jax.metrics import sensitivity
 
 HEIGHT, WIDTH = 16, 32
@@ -47,7 +48,7 @@ def test_worst_flip_picture_names_the_file_and_says_what_the_panels_and_magenta_
   scale = -(-flips.MIN_PANEL_WIDTH // WIDTH)  # small panels are enlarged so the titles fit
   assert picture.shape[1] == 3 * WIDTH * scale
   text_height = picture.shape[0] - HEIGHT * scale
-  assert text_height > 3 * flips.FONT_SIZE  # two caption lines and the panel titles
+  assert text_height > 3 * pictures.FONT_SIZE  # two caption lines and the panel titles
   band = picture[:text_height]
   assert (band < 100).all(axis=-1).sum() > 200  # dark text drawn on the white band
   panels = picture[text_height:]
@@ -60,7 +61,7 @@ def test_captioned_panels_wraps_long_captions_inside_the_picture():
   short = flips.captioned_panels(panels, ["one line"])
   long = flips.captioned_panels(panels, ["word " * 200])
   assert short.shape[1] == long.shape[1] == 3 * 100 * 3  # 100-pixel panels enlarged 3 times
-  assert long.shape[0] > short.shape[0] + 5 * flips.FONT_SIZE
+  assert long.shape[0] > short.shape[0] + 5 * pictures.FONT_SIZE
 
 
 def test_flip_matrix_has_a_colour_bar_spanning_the_colormap(tmp_path):

@@ -21,9 +21,9 @@ from etils import epath
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
-from PIL import ImageFont
 
 from i2i_jax import storage
+from i2i_jax.metrics import pictures
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.metrics import semantic
 
@@ -31,14 +31,6 @@ FLIP_COLOR = np.array([255, 0, 255], np.float32)
 PANEL_TITLES = ("X: source", "F(X): translated", "F(X), flipped pixels in magenta")
 # Panels narrower than this are enlarged (nearest neighbour) so that their titles fit.
 MIN_PANEL_WIDTH = 256
-FONT_SIZE = 14
-_MARGIN = 4
-
-
-def write_png(path: epath.PathLike, image: np.ndarray) -> None:
-  """Writes a [H, W, 3] uint8 PNG atomically (`storage.atomic_write`; gs:// too)."""
-  with storage.atomic_write(path) as f:
-    Image.fromarray(image).save(f, format="PNG")
 
 
 def flip_overlay(source: np.ndarray, translated: np.ndarray, flipped: np.ndarray) -> np.ndarray:
@@ -71,26 +63,6 @@ def flip_caption(rank: int, name: str, flip_rate: float, reference: str) -> list
           "seg(F(X)); those pixels are magenta in the right panel."]
 
 
-def _font():
-  """A scalable font where Pillow has FreeType (>= 10.1), else its small bitmap font."""
-  try:
-    return ImageFont.load_default(size=FONT_SIZE)
-  except (TypeError, ImportError, OSError):
-    return ImageFont.load_default()
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
-  """Splits `text` at spaces into lines no wider than `width` pixels (a longer word stays whole)."""
-  lines, line = [], ""
-  for word in text.split(" "):
-    candidate = f"{line} {word}" if line else word
-    if line and draw.textlength(candidate, font=font) > width:
-      lines.append(line)
-      candidate = word
-    line = candidate
-  return lines + [line]
-
-
 def captioned_panels(panels: np.ndarray, caption: Sequence[str],
                      panel_titles: Sequence[str] = PANEL_TITLES) -> np.ndarray:
   """Draws `caption` above equal-width panels and a title above each panel.
@@ -106,23 +78,15 @@ def captioned_panels(panels: np.ndarray, caption: Sequence[str],
   """
   scale = max(1, math.ceil(MIN_PANEL_WIDTH / (panels.shape[1] // len(panel_titles))))
   panels = panels.repeat(scale, axis=0).repeat(scale, axis=1)
-  height, width = panels.shape[:2]
+  width = panels.shape[1]
   panel_width = width // len(panel_titles)
-  font = _font()
-  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-  line_height = font.getbbox("Ag")[3] + 4
-  lines = [wrapped for text in caption
-           for wrapped in _wrap(measure, text, font, width - 2 * _MARGIN)]
-  caption_height = _MARGIN + len(lines) * line_height
-  titles_height = line_height + _MARGIN
-  picture = Image.new("RGB", (width, caption_height + titles_height + height), "white")
-  draw = ImageDraw.Draw(picture)
-  for number, line in enumerate(lines):
-    draw.text((_MARGIN, _MARGIN + number * line_height), line, fill="black", font=font)
+  font = pictures.font()
+  caption_block = pictures.text_block(caption, width)
+  titles = Image.new("RGB", (width, pictures.line_height(font) + pictures.MARGIN), "white")
+  draw = ImageDraw.Draw(titles)
   for number, title in enumerate(panel_titles):
-    draw.text((number * panel_width + _MARGIN, caption_height), title, fill="black", font=font)
-  picture.paste(Image.fromarray(panels), (0, caption_height + titles_height))
-  return np.asarray(picture)
+    draw.text((number * panel_width + pictures.MARGIN, 0), title, fill="black", font=font)
+  return np.concatenate([caption_block, np.asarray(titles), panels])
 
 
 class FlipEvaluator:
@@ -248,7 +212,7 @@ class FlipEvaluator:
       name = self.source_names[index] if self.source_names is not None else f"image {index}"
       caption = flip_caption(rank, name, per_image_flip_rate[index], reference)
       file_name = f"flips_worst_{rank}.png"
-      write_png(self.out_dir / file_name,
+      pictures.write_png(self.out_dir / file_name,
                 captioned_panels(flip_overlay(source, translated, flipped), caption))
       self.pictures[file_name] = (
           f"Worst flips #{rank + 1}, {name}: X (left), F(X) (middle), and F(X) with the pixels "
