@@ -26,7 +26,8 @@ Sections (each skipped, with a note, when its inputs are missing):
   flips       the class flip matrix between X's labels (or seg(X)) and seg(F(X)),
               raw and in excess of the ideal translation's.
   detail      per-instance retention of poles, lights, signs (contrast, segmenter)
-              and light-state accuracy.
+              and light-state accuracy; detail_crops.png shows the worst-kept
+              objects cropped from X, F(X) and the ideal translation.
 The segmenter runs once over F(X) (and X, the ideal translation where they are
 needed); the semantic, flips and detail sections share its predictions. The
 flips and detail sections are the evaluators training runs from `config.evals`
@@ -488,11 +489,13 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
       annotations = _Annotations(_instances(source_data, source_relpaths, instances, labels,
                                             references, notes))
       try:
-        sections["detail"] = evaluators.REGISTRY["detail"](
+        detail_evaluator = evaluators.REGISTRY["detail"](
             source_images, annotations, ideal_images=ideal_images,
-            ideal_predicted=ideal_predicted).score(translated_images, predicted)
+            ideal_predicted=ideal_predicted, out_dir=out_folder, source_names=source_relpaths)
+        sections["detail"] = detail_evaluator.score(translated_images, predicted)
       except ValueError as e:
         raise cli.UsageError(f"--instances: {e}") from e
+      pictures["detail"] = detail_evaluator.pictures
 
   if run_downstream:
     with stage(downstream_stage):

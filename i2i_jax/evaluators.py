@@ -31,11 +31,13 @@ keyword arguments of its `from_config`):
 import inspect
 from collections.abc import Callable, Sequence
 
+from etils import epath
 import ml_collections
 import numpy as np
 
 from i2i_jax.data import sources
 from i2i_jax.metrics import detail
+from i2i_jax.metrics import detail_pictures
 from i2i_jax.metrics import flips
 from i2i_jax.metrics import instances as instances_lib
 from i2i_jax.metrics import segmenter as segmenter_lib
@@ -88,19 +90,26 @@ class DetailEvaluator:
 
   def __init__(self, source_images: Sequence[np.ndarray], source_instances: Sequence, *,
                ideal_images: Sequence[np.ndarray] | None = None,
-               ideal_predicted: Sequence[np.ndarray] | None = None, batch_size: int = 4):
+               ideal_predicted: Sequence[np.ndarray] | None = None, batch_size: int = 4,
+               out_dir: epath.PathLike | None = None, source_names: Sequence[str] | None = None):
     """Args:
       source_images: X, [H, W, 3] uint8 each.
       source_instances: X's instances, [index] -> (instance map, instances) (instances.py).
       ideal_images: the ideal translation of each X, or None; scored once, here.
       ideal_predicted: seg of the ideal translation, or None.
       batch_size: images per call of `run`'s translate_fn.
+      out_dir: where `score` draws detail_crops.png (any epath); None draws none.
+      source_names: X's file names for the picture's captions; None names images by index.
     Raises:
       ValueError: an instance map of another size than its image.
     """
     self.source_images = source_images
     self.metric = detail.DetailRetentionEvaluator(source_images, source_instances)
     self.batch_size = batch_size
+    self.ideal_images = ideal_images
+    self.out_dir = out_dir
+    self.source_names = source_names
+    self.pictures: dict[str, str] = {}
     self.ideal_metrics = {}
     if ideal_images is not None:
       self.ideal_metrics = {f"ideal/{name}": value for name, value in self.metric.run(
@@ -121,8 +130,17 @@ class DetailEvaluator:
 
   def score(self, translated_images: Sequence[np.ndarray],
             predicted: Sequence[np.ndarray] | None = None) -> dict[str, float]:
-    """`detail.DetailRetentionEvaluator.run`'s metrics of F(X) ([H, W, 3] uint8 each), then the ideal's."""
-    return {**self.metric.run(translated_images, predicted), **self.ideal_metrics}
+    """`detail.DetailRetentionEvaluator.run`'s metrics of F(X) ([H, W, 3] uint8 each), then the ideal's.
+
+    With `out_dir`, also draws the worst-kept objects (`detail_pictures`) and
+    sets `pictures` to {file name: caption}.
+    """
+    metrics = self.metric.run(translated_images, predicted)
+    if self.out_dir:
+      self.pictures = detail_pictures.write_detail_crops(
+          self.out_dir, self.metric.records, self.source_images, translated_images,
+          self.ideal_images, self.source_names)
+    return {**metrics, **self.ideal_metrics}
 
   def run(self, translate_fn: TranslateFn) -> dict[str, float]:
     return self.score(translate_images(translate_fn, self.source_images, self.batch_size))

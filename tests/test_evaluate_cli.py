@@ -248,6 +248,8 @@ def test_report_goes_to_a_bucket_with_excess_flips_and_detail_beside_the_ideal(
   assert "excess_flip/a->b" in markdown and "| excess_flip_rate | 0 |" in markdown
   for picture in report["pictures"]["flips"]:
     assert (out / picture).exists()
+  assert report["pictures"]["detail"] == ["detail_crops.png"]
+  assert (out / "detail_crops.png").exists() and "](detail_crops.png)" in markdown
   assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
 
 

@@ -9,11 +9,15 @@ with the lit lamps recoloured as another state.
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 
+from i2i_jax import evaluators
 from i2i_jax.data import toy_streets
 from i2i_jax.metrics import detail
+from i2i_jax.metrics import detail_pictures
 from i2i_jax.metrics import instances as instances_lib
+from i2i_jax.metrics import report
 from i2i_jax.metrics import semantic
 from i2i_jax.metrics import sensitivity
 
@@ -94,6 +98,49 @@ def test_ideal_numbers_are_reported_beside_the_translation(scenes):
   metrics = detail.DetailRetentionEvaluator(sources, annotations).run(
       [sensitivity.erase_small_objects(ideal, m, i) for _, _, m, i, ideal in scenes], ideal_images=ideal_images)
   assert metrics["ideal/retention"] >= 0.9 and metrics["retention"] <= 0.3
+
+
+def test_detail_crops_show_the_worst_kept_objects_captioned_in_the_report(scenes, tmp_path):
+  """Half the scenes with their lamps recoloured, half with the small objects erased."""
+  damages = [sensitivity.swap_light_states, sensitivity.erase_small_objects]
+  translated = [damages[number % 2](ideal, instance_map, instances)
+                for number, (_, _, instance_map, instances, ideal) in enumerate(scenes)]
+  names = [f"city/{number:05d}.png" for number in range(len(scenes))]
+  evaluator = evaluators.REGISTRY["detail"](
+      [source for source, *_ in scenes], [(m, i) for _, _, m, i, _ in scenes],
+      ideal_images=[ideal for *_, ideal in scenes], out_dir=tmp_path, source_names=names)
+  metrics = evaluator.score(translated)
+
+  assert list(evaluator.pictures) == [detail_pictures.PICTURE_NAME]
+  caption = evaluator.pictures[detail_pictures.PICTURE_NAME]
+  assert "X | F(X) | ideal translation" in caption and any(name in caption for name in names)
+  picture = np.asarray(Image.open(tmp_path / detail_pictures.PICTURE_NAME).convert("RGB"))
+  separators = (picture == detail_pictures.SEPARATOR).all(axis=(1, 2)).sum()
+  assert separators == detail_pictures.MAX_ROWS  # one row per object, each under its line
+  assert picture.shape[0] >= detail_pictures.MAX_ROWS * (detail_pictures.CROP_HEIGHT + 1)
+  assert picture.shape[1] == 3 * (detail_pictures.CROP_WIDTH + detail_pictures.GAP) + (
+      detail_pictures.CAPTION_WIDTH)
+  # The rows are the objects the translation lost: misread lights first, then lost ones.
+  rows = detail_pictures.worst_records(evaluator.metric.records)
+  misread = [r for r in rows if "state" in r and r["state_read"] != r["state"]]
+  lost = [r for r in rows[len(misread):] if r["contrast"] < detail.RETAINED_CONTRAST]
+  assert misread and rows[:len(misread)] == misread and len(misread) + len(lost) == len(rows)
+  # Recoloured lamps are misread; only the erased scenes (odd ones) lose objects.
+  assert any(r["index"] % 2 == 0 for r in misread) and all(r["index"] % 2 for r in lost)
+  lines = detail_pictures.row_caption(0, rows[0], names[rows[0]["index"]])
+  assert names[rows[0]["index"]] in lines[0] and "WRONG" in lines[-1]
+
+  report.write_report(tmp_path, {"detail": metrics}, {"detail": evaluator.pictures}, [], {})
+  markdown = (tmp_path / "report.md").read_text()
+  assert f"*{detail_pictures.PICTURE_NAME}*: {caption}" in markdown
+  assert f"![{detail_pictures.PICTURE_NAME}]({detail_pictures.PICTURE_NAME})" in markdown
+
+
+def test_no_detail_crops_without_an_out_dir(scenes):
+  evaluator = evaluators.REGISTRY["detail"]([source for source, *_ in scenes[:1]],
+                                            [(m, i) for _, _, m, i, _ in scenes[:1]])
+  evaluator.score([ideal for *_, ideal in scenes[:1]])
+  assert evaluator.pictures == {}
 
 
 def test_folder_annotations_are_the_rendered_ones(tmp_path):

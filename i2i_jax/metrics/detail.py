@@ -139,7 +139,12 @@ def lamp_state(image: np.ndarray, instance_map: np.ndarray, instance: dict) -> s
 def _image_records(source: np.ndarray, translated: np.ndarray, instance_map: np.ndarray,
                    instances: Sequence[dict], predicted: np.ndarray | None,
                    class_names: Sequence[str]) -> list[dict]:
-  """One record per instance of a detail class: what each check found."""
+  """One record per instance of a detail class: what each check found.
+
+  A record holds "class", "checked", "contrast", "box" ([y0, x0, y1, x1] in X),
+  a sign's "shape", with a segmenter "retained_seg", and for a light with a
+  visible lamp "state" (in X) and "state_read" (in the translation).
+  """
   gain = photometric_gain(source, translated)
   sigma = (SMOOTHING_SIGMA, SMOOTHING_SIGMA, 0)
   smooth_source = ndimage.gaussian_filter(source.astype(np.float32), sigma)
@@ -151,7 +156,9 @@ def _image_records(source: np.ndarray, translated: np.ndarray, instance_map: np.
     ratio, source_contrast = contrast_ratio(smooth_source, smooth_translated, instance_map,
                                             instance, gain)
     record = {"class": instance["class"], "checked": source_contrast >= MIN_CONTRAST,
-              "contrast": ratio}
+              "contrast": ratio, "box": instance["box"]}
+    if "shape" in instance:
+      record["shape"] = instance["shape"]
     if predicted is not None:
       class_id = semantic.CITYSCAPES_CLASSES.index(instance["class"])
       mask = instance_map == instance["mask_id"]
@@ -196,7 +203,9 @@ def _summary(records: list[dict], class_names: Sequence[str]) -> dict[str, float
 class DetailRetentionEvaluator:
   """Contrast, segmenter and light-state retention of X's small instances in F(X).
 
-  See the module docstring for the definitions.
+  See the module docstring for the definitions. `records` keeps what the last
+  `run` found for each instance of F(X) (its image "index" in X and the fields
+  of `_image_records`), for `detail_pictures.write_detail_crops`.
   """
 
   def __init__(self, source_images: Sequence[np.ndarray], source_instances: Sequence, *,
@@ -210,6 +219,7 @@ class DetailRetentionEvaluator:
     self.source_images = source_images
     self.source_instances = source_instances
     self.class_names = tuple(class_names)
+    self.records: list[dict] = []
 
   def _records(self, images, predicted) -> list[dict]:
     if len(images) != len(self.source_images):
@@ -223,9 +233,9 @@ class DetailRetentionEvaluator:
         raise ValueError(f"image {index}: the instance map is {instance_map.shape[1]}x"
                          f"{instance_map.shape[0]} but the image {image.shape[1]}x"
                          f"{image.shape[0]} (WxH); translate at the size of X.")
-      records += _image_records(
+      records += [{"index": index, **record} for record in _image_records(
           np.asarray(self.source_images[index]), image, instance_map, instances,
-          None if predicted is None else np.asarray(predicted[index]), self.class_names)
+          None if predicted is None else np.asarray(predicted[index]), self.class_names)]
     return records
 
   def run(self, translated_images: Sequence[np.ndarray],
@@ -245,7 +255,8 @@ class DetailRetentionEvaluator:
       pooled and "/<class>"), "lights_checked", "light_state_accuracy",
       "light_state_errors/<state>-><read>"; the same under "ideal/".
     """
-    metrics = _summary(self._records(translated_images, predicted), self.class_names)
+    self.records = self._records(translated_images, predicted)
+    metrics = _summary(self.records, self.class_names)
     if ideal_images is not None:
       ideal = _summary(self._records(ideal_images, ideal_predicted), self.class_names)
       metrics.update({f"ideal/{name}": value for name, value in ideal.items()})
