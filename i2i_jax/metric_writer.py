@@ -22,6 +22,7 @@ the file as its previous session closed it.
 
 import json
 import math
+import re
 import time
 
 from absl import logging
@@ -42,6 +43,16 @@ def _appends_in_place(path: epath.Path) -> bool:
 def _json_value(value: float) -> float | None:
   value = float(value)
   return value if math.isfinite(value) else None
+
+
+def tensorboard_tag(name: str) -> str:
+  """`name` with the characters TensorBoard does not allow in a tag made "_".
+
+  "eval/detail/retention/traffic light" -> ".../traffic_light": the rule
+  tensorboardX applies itself, but silently (it logs a line per value);
+  metrics.jsonl keeps the names as given.
+  """
+  return re.sub(r"[^-/\w.]", "_", name)
 
 
 class MetricWriter:
@@ -78,7 +89,7 @@ class MetricWriter:
     if self._tensorboard is None:
       return
     for name, value in scalars.items():
-      self._tensorboard.add_scalar(name, value, global_step=step)
+      self._tensorboard.add_scalar(tensorboard_tag(name), value, global_step=step)
     record = {"step": int(step), "wall_time": time.time(),
               **{name: _json_value(value) for name, value in scalars.items()}}
     self._metrics_file.write((json.dumps(record, allow_nan=False) + "\n").encode())
@@ -88,12 +99,13 @@ class MetricWriter:
     """images: {name: [H, W, 3] float in [0, 1]}."""
     if self._tensorboard is not None:
       for name, image in images.items():
-        self._tensorboard.add_image(name, image, global_step=step, dataformats="HWC")
+        self._tensorboard.add_image(tensorboard_tag(name), image, global_step=step,
+                                    dataformats="HWC")
 
   def write_texts(self, step: int, texts: dict[str, str]) -> None:
     if self._tensorboard is not None:
       for name, text in texts.items():
-        self._tensorboard.add_text(name, text, global_step=step)
+        self._tensorboard.add_text(tensorboard_tag(name), text, global_step=step)
 
   def close(self) -> None:
     if self._tensorboard is not None:

@@ -1,6 +1,7 @@
 """i2i_jax.metric_writer: metrics.jsonl beside the TensorBoard events, and its reader."""
 
 import json
+import logging
 import time
 
 import jax
@@ -85,3 +86,15 @@ def test_reader_names_the_file_and_line_of_a_damaged_record(tmp_path):
   with pytest.raises(ValueError, match=rf"{path}, line 2: not JSON"):
     metric_writer.read_metrics(path)
   assert metric_writer.read_metrics(tmp_path / "absent.jsonl") == []
+
+
+def test_tensorboard_tags_are_legal_and_the_jsonl_keeps_the_names(tmp_path, caplog):
+  assert metric_writer.tensorboard_tag("eval/detail/retention/traffic light") == (
+      "eval/detail/retention/traffic_light")
+  writer = metric_writer.MetricWriter(tmp_path)
+  with caplog.at_level(logging.INFO):
+    writer.write_scalars(1, {"eval/detail/retention/traffic light": 0.5})
+  writer.close()
+  assert "is illegal" not in caplog.text
+  assert metric_writer.read_metrics(tmp_path / "metrics.jsonl")[0][
+      "eval/detail/retention/traffic light"] == 0.5
