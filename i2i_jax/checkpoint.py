@@ -22,6 +22,7 @@ import json
 import logging as py_logging
 import os
 import sys
+import threading
 from typing import Any, TypeVar
 
 from absl import logging
@@ -225,27 +226,47 @@ def _describe(error: BaseException) -> str:
   return lines[0][:400]
 
 
+def _is_leftover_read_error(error: BaseException | None) -> bool:
+  """Whether `error` is an abandoned read of a damaged checkpoint, or its aftermath."""
+  message = str(error)
+  return (message == "Event loop is closed"
+          or message.startswith("Encountered error while reading array index"))
+
+
+class _LeftoverReadErrorFilter(py_logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" records of abandoned reads."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not (record.exc_info and _is_leftover_read_error(record.exc_info[1]))
+
+
 def _hide_leftover_read_errors() -> None:
   """Keeps the other reads of a failed restore from printing tracebacks later.
 
   When one array of a checkpoint cannot be read, Orbax abandons the reads of
-  the others; their errors (the same damage) surface later, at garbage
-  collection, as "Exception ignored in <coroutine ...>" tracebacks and "Event
-  loop is closed". The damage is already reported; other unraisable errors
-  still print.
+  the others; their errors (the same damage) surface later, from garbage
+  collection, TensorStore's threads and asyncio, as "Exception ignored in
+  <coroutine ...>", "Task exception was never retrieved" and "Event loop is
+  closed" tracebacks — when exactly depends on the machine's load. The damage is
+  already reported; every other error still prints.
   """
-  previous = sys.unraisablehook
-  if getattr(previous, "hides_leftover_read_errors", False):
+  if getattr(sys.unraisablehook, "hides_leftover_read_errors", False):
     return
 
-  def hook(unraisable):
-    message = str(unraisable.exc_value)
-    if not (message == "Event loop is closed"
-            or message.startswith("Encountered error while reading array index")):
-      previous(unraisable)
+  def keep_others(previous):
+    def hook(*args):
+      # unraisablehook and threading.excepthook get one record with .exc_value;
+      # sys.excepthook gets (type, value, traceback).
+      error = args[0].exc_value if len(args) == 1 else args[1]
+      if not _is_leftover_read_error(error):
+        previous(*args)
+    hook.hides_leftover_read_errors = True
+    return hook
 
-  hook.hides_leftover_read_errors = True
-  sys.unraisablehook = hook
+  sys.unraisablehook = keep_others(sys.unraisablehook)  # (unraisable,)
+  threading.excepthook = keep_others(threading.excepthook)  # (thread args,)
+  sys.excepthook = keep_others(sys.excepthook)  # (type, value, traceback)
+  py_logging.getLogger("asyncio").addFilter(_LeftoverReadErrorFilter())
 
 
 def _read_newest_intact(manager: ocp.CheckpointManager, read: Callable[[int], _T],
