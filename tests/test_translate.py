@@ -348,6 +348,18 @@ def _write_data_set(root, count=3):
     _write_label(str(root / "labels" / f"s{index}.png"), 20, 24, index)
 
 
+@pytest.fixture
+def labelled_data(generator, tmp_path):
+  """(D, hashes of D's files, a one-device translator, the folder source of D/images
+  with D/labels)."""
+  data = tmp_path / "D"
+  _write_data_set(data)
+  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
+                                         devices=jax.local_devices()[:1])
+  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+  return data, _hash_tree(data), translator, source
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_an_output_over_the_inputs_is_refused_whatever_the_flags(workdir, tmp_path, overwrite):
   # The new user's mistake: copy the data set into D/, then translate D/ into D/.
@@ -364,13 +376,9 @@ def test_an_output_over_the_inputs_is_refused_whatever_the_flags(workdir, tmp_pa
   assert _hash_tree(data) == before
 
 
-def test_outputs_in_or_over_input_folders_are_refused_by_the_library_too(generator, tmp_path):
-  data = tmp_path / "D"
-  _write_data_set(data)
-  before = _hash_tree(data)
-  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                         devices=jax.local_devices()[:1])
-  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+def test_outputs_in_or_over_input_folders_are_refused_by_the_library_too(labelled_data,
+                                                                        tmp_path):
+  data, before, translator, source = labelled_data
   (tmp_path / "link").symlink_to(data / "images")
   for output in (data, data / "images", data / "labels" / "out", tmp_path / "link",
                  tmp_path / "link" / "sub"):
@@ -401,13 +409,8 @@ def test_an_output_inside_the_input_folder_is_refused_and_not_created(workdir, t
   assert _hash_tree(source) == before and not (source / "translated").exists()
 
 
-def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(generator, tmp_path):
-  data = tmp_path / "D"
-  _write_data_set(data)
-  before = _hash_tree(data)
-  translator = translator_lib.Translator(generator, batch_size=1, bucket_multiple=16,
-                                         devices=jax.local_devices()[:1])
-  source = sources.open_source(f"folder:{data}/images", labels=f"{data}/labels")
+def test_labels_are_copied_so_editing_them_leaves_the_originals_alone(labelled_data, tmp_path):
+  data, before, translator, source = labelled_data
   translator_lib.translate_dataset(translator, source, str(tmp_path / "O"), progress=False)
 
   # Relabel the translated set in place, as a user would.
