@@ -319,9 +319,20 @@ class _Annotations:
       raise cli.UsageError(f"--instances: {e}") from e
 
 
-def _check_out(out: str) -> epath.Path:
-  """The report folder, created; cli.RunError naming it when it cannot be written."""
+def _check_out(out: str, input_folders: dict[str, str]) -> epath.Path:
+  """The report folder, created; cli.RunError naming it when it cannot be written.
+
+  Raises:
+    cli.UsageError: --out is, or lies inside, an input folder (`input_folders`:
+      flag -> folder): its pictures could replace input files and would be read
+      back as images on the next evaluation.
+  """
   folder = epath.Path(out)
+  for flag, input_folder in input_folders.items():
+    if input_folder and storage.is_local(input_folder) and storage.is_within(out, input_folder):
+      raise cli.UsageError(f"--out={out} is inside --{flag}={input_folder}: the report's "
+                           "pictures would be written among the inputs; choose an --out "
+                           "outside every input folder")
   try:
     folder.mkdir(parents=True, exist_ok=True)
     probe = storage.temporary_path(folder / "report.json")
@@ -379,7 +390,14 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
         source_relpaths, _relpaths(ideal_data), ideal, flag="ideal"))
   if instances and not epath.Path(instances).is_dir():
     raise cli.UsageError(f"--instances={instances}: no such folder.")
-  out_folder = _check_out(out)
+  # Folder sources have a root; tfds and toy_streets sources have no folder to protect.
+  input_folders = {"labels": labels, "target_labels": target_labels, "instances": instances,
+                   "source": getattr(source_data, "root", ""),
+                   "translated": getattr(translated_data, "root", ""),
+                   "target": getattr(target_data, "root", "")}
+  if ideal:
+    input_folders["ideal"] = getattr(ideal_data, "root", "")
+  out_folder = _check_out(out, input_folders)
   if fd_network != "none":
     for flag, data in (("source", source_data), ("target", target_data)):
       if len(data) < 2:

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from i2i_jax import cli
 from i2i_jax import evaluate
 from i2i_jax.data import toy_streets
 
@@ -76,6 +77,23 @@ def test_a_missing_source_folder_is_one_line_and_exit_2(folders, tmp_path):
   result = run_cli(f"--source={missing}", f"--translated={folders / 'val' / 'real' / 'images'}",
                    f"--target={folders / 'train' / 'real' / 'images'}", f"--out={tmp_path / 'out'}")
   assert_usage_error(result, "--source", str(missing))
+
+
+@pytest.mark.parametrize("out_in", ["source", "labels"])
+def test_a_report_inside_an_input_folder_is_refused_and_nothing_is_written(folders, tmp_path,
+                                                                            out_in):
+  data = tmp_path / "data"
+  shutil.copytree(folders / "val" / "sim", data)
+  before = sorted(p.relative_to(data) for p in data.rglob("*"))
+  inside = {"source": data / "images" / "report", "labels": data / "labels"}[out_in]
+
+  with pytest.raises(cli.UsageError, match=f"inside --{out_in}="):
+    evaluate.evaluate(source=f"folder:{data / 'images'}", labels=str(data / "labels"),
+                      translated=str(folders / "val" / "real" / "images"),
+                      target=str(folders / "train" / "real" / "images"), out=str(inside),
+                      fd_network="none", downstream_steps=0, progress=False)
+
+  assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
 
 @pytest.mark.parametrize("flag, expected", [
