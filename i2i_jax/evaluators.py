@@ -13,6 +13,11 @@ holding its fixed evaluation images (rendered once). Every evaluator has
   run(translate_fn) -> dict[str, float]   translate X with the current generator and score it
   score(translated_images, predicted=None) -> dict[str, float]   score F(X) already translated
 
+and may have `picture() -> [H, W, 3] uint8 | None`, a captioned picture of the
+last `run` that training writes to TensorBoard and WORKDIR/samples/ (the
+detail evaluator's: X | F(X) | ideal scenes at the evaluation size above the
+crops of the worst-kept small objects).
+
 where translate_fn maps [N, H, W, 3] float32 in [-1, 1] to the same. Training
 logs the numbers as "eval/<name>/<metric>"; `evaluate` builds the same classes
 from its own inputs and calls `score` with the segmenter's predictions, which
@@ -110,6 +115,7 @@ class DetailEvaluator:
     self.out_dir = out_dir
     self.source_names = source_names
     self.pictures: dict[str, str] = {}
+    self.last_translated: Sequence[np.ndarray] | None = None
     self.ideal_metrics = {}
     if ideal_images is not None:
       self.ideal_metrics = {f"ideal/{name}": value for name, value in self.metric.run(
@@ -136,6 +142,7 @@ class DetailEvaluator:
     sets `pictures` to {file name: caption}.
     """
     metrics = self.metric.run(translated_images, predicted)
+    self.last_translated = translated_images
     if self.out_dir:
       self.pictures = detail_pictures.write_detail_crops(
           self.out_dir, self.metric.records, self.source_images, translated_images,
@@ -144,6 +151,18 @@ class DetailEvaluator:
 
   def run(self, translate_fn: TranslateFn) -> dict[str, float]:
     return self.score(translate_images(translate_fn, self.source_images, self.batch_size))
+
+  def picture(self, num_scenes: int = 2, num_crops: int = 6) -> np.ndarray | None:
+    """The last scored F(X), captioned: `num_scenes` scenes as X | F(X) | ideal, then crops.
+
+    Returns:
+      [H, W, 3] uint8, or None before the first `score`.
+    """
+    if self.last_translated is None:
+      return None
+    return detail_pictures.scenes_and_crops(
+        self.metric.records, self.source_images, self.last_translated, self.ideal_images,
+        num_scenes=num_scenes, num_crops=num_crops)
 
 
 class FlipsEvaluator:

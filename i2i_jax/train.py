@@ -331,6 +331,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         start = time.perf_counter()
         metrics = evaluator.run(translate_fn)
         writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in metrics.items()})
+        picture = evaluator.picture() if hasattr(evaluator, "picture") else None
+        if picture is not None:
+          writer.write_images(step, {f"eval/{name}": picture.astype(np.float32) / 255})
+          if jax.process_index() == 0:
+            with storage.atomic_write(workdir / "samples" / f"eval_{name}_step_{step:08d}.png") as f:
+              Image.fromarray(picture).save(f, format="PNG")
         logging.info("evaluator %s at step %d: %.1f s", name, step, time.perf_counter() - start)
 
   pending = None  # (step, device metrics) not yet checked: read one step late

@@ -16,6 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 
 from i2i_jax.configs import tiny
@@ -149,6 +150,11 @@ def test_evaluators_from_the_config_log_to_the_metrics_file(tmp_path):
     assert 0 <= record["eval/detail/contrast"] <= 1
     assert record["eval/detail/ideal/checked"] == record["eval/detail/checked"]
   assert not any(k.startswith("eval/") for r in records if r not in evaluations for k in r)
+  # The evaluation's picture at the evaluation size: two 128x256 scenes, X | F(X) | ideal, wide.
+  pictures = sorted(p.name for p in (tmp_path / "samples").glob("eval_detail_step_*.png"))
+  assert pictures == ["eval_detail_step_00000002.png", "eval_detail_step_00000003.png"]
+  with Image.open(tmp_path / "samples" / pictures[-1]) as picture:
+    assert picture.width >= 3 * 256 and picture.height >= 2 * 128
 
 
 def test_an_unknown_evaluator_is_a_config_error_before_anything_is_written(tmp_path):

@@ -174,3 +174,40 @@ def write_detail_crops(out_dir: epath.PathLike, records: Sequence[dict],
       f"object ({columns}, magenta frame = its box in X) beside its file, class, contrast ratio "
       f"and the light state read in F(X). Files: {', '.join(names[:6])}"
       + (f" and {len(names) - 6} more." if len(names) > 6 else "."))}
+
+
+def scenes_and_crops(records: Sequence[dict], source_images: Sequence[np.ndarray],
+                     translated_images: Sequence[np.ndarray],
+                     ideal_images: Sequence[np.ndarray] | None = None, *,
+                     num_scenes: int = 2, num_crops: int = 6) -> np.ndarray:
+  """Whole scenes at the evaluation size, X | F(X) | ideal, above `detail_crops` of the worst objects.
+
+  What training shows of an evaluation (the image grids of the training crops
+  are too small to judge a sign or a light).
+
+  Args:
+    records, source_images, translated_images, ideal_images: as `detail_crops`.
+    num_scenes: the first scenes drawn whole.
+    num_crops: rows of crops (the worst-kept objects); 0 for none.
+
+  Returns:
+    [H, W, 3] uint8 on white.
+  """
+  columns = [source_images, translated_images] + (
+      [ideal_images] if ideal_images is not None else [])
+  titles = ["X: source", "F(X): translated"] + (
+      ["ideal translation (the real-style render)"] if ideal_images is not None else [])
+  height, width = np.asarray(source_images[0]).shape[:2]
+  header = np.concatenate([pictures.text_block([title], width + GAP) for title in titles], axis=1)
+  rows = [pictures.text_block([
+      f"The first {min(num_scenes, len(source_images))} evaluation scenes at {height}x{width}: "
+      + " | ".join(titles) + "."], header.shape[1]), header]
+  for index in range(min(num_scenes, len(source_images))):
+    rows.append(np.concatenate([np.pad(np.asarray(images[index]), ((0, GAP), (0, GAP), (0, 0)),
+                                       constant_values=255) for images in columns], axis=1))
+  chosen = worst_records(records, num_crops) if num_crops else []
+  if chosen:
+    rows.append(detail_crops(chosen, source_images, translated_images, ideal_images))
+  width = max(row.shape[1] for row in rows)
+  return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)),
+                                constant_values=255) for row in rows])
