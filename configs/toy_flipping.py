@@ -1,0 +1,50 @@
+"""The demo's VSAIT on the detail toy worlds, where flipping and lost detail can be measured.
+
+  python -m i2i_jax.train --config=configs/toy_flipping.py:mismatch --workdir=DIR \
+      --config.evals.flips.segmenter=SEGMENTER_DIR
+
+`:mismatch` translates toy_streets:sim_detail into toy_streets:real_mismatch (more
+vegetation, less sky, wider sidewalks, more parked cars than the sim world: the
+semantic statistics that push a discriminator to repaint classes); `:matched`
+into toy_streets:real_detail (the same statistics as sim, only the camera
+differs). The model, optimiser and step budget are the demo's (configs/demo.py);
+the images are resized to the evaluation size, 128x256, before the 64x64 crops,
+so the translator is trained at the scale it is evaluated at (and each step
+costs what a demo step costs).
+
+Every 500 steps and at the last, two evaluators score F(X) of the same 32
+held-out scenes (toy_streets:sim_detail:val at 128x256, whose ideal translation
+is toy_streets:real_mismatch:val, i.e. real_detail:val, in both worlds):
+  detail  segmenter-free retention of poles, lights and signs, light states.
+  flips   flip rates of seg(F(X)) against X's labels and their excess over the
+          ideal translation's, by the segmenter at config.evals.flips.segmenter
+          (a FlaxSegmenter folder, e.g. from `python -m i2i_jax.train_segmenter`).
+
+benchmarks/toy_world_table.py trains this config over worlds and seeds and
+writes the table of issue 13 (README, "The problem, measured").
+"""
+
+import ml_collections
+
+from i2i_jax.configs import demo
+
+WORLDS = {"mismatch": "toy_streets:real_mismatch", "matched": "toy_streets:real_detail"}
+EVAL_SOURCE = "toy_streets:sim_detail:val"
+EVAL_IDEAL = "toy_streets:real_mismatch:val"
+EVAL_HEIGHT, EVAL_WIDTH = 128, 256
+
+
+def get_config(world: str = "mismatch") -> ml_collections.ConfigDict:
+  if world not in WORLDS:
+    raise ValueError(f"configs/toy_flipping.py:{world}: unknown world; expected one of "
+                     f"{', '.join(WORLDS)}")
+  config = demo.get_config()
+  config.data.source = "toy_streets:sim_detail"
+  config.data.target = WORLDS[world]
+  config.data.preprocess = (f"resize({EVAL_HEIGHT},{EVAL_WIDTH})|random_crop(64,64)|flip_lr|"
+                            "value_range(-1,1)")
+  evaluation = dict(every_steps=500, source=EVAL_SOURCE, ideal=EVAL_IDEAL, num_images=32,
+                    height=EVAL_HEIGHT, width=EVAL_WIDTH)
+  config.evals.detail = dict(type="detail", **evaluation)
+  config.evals.flips = dict(type="flips", segmenter="", **evaluation)
+  return config
