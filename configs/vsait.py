@@ -64,10 +64,28 @@ def get_config() -> ml_collections.ConfigDict:
   # Map network widths; empty means the official default (D, D).
   config.model.map_net_channels = ()
   config.model.discriminator_channels = (1024, 1024, 1)
+  # Label-guided options (not in the paper; all off; docs/label_guided.md). Each
+  # needs config.data.with_labels=True (batch["source_label"]).
+  # Classes of the source label maps (Cityscapes train ids; 255 = ignore).
+  config.model.label_classes = 19
+  # A FlaxSegmenter folder trained on source images and labels
+  # (`python -m i2i_jax.train_segmenter`), frozen: scores G(x) for
+  # loss.semantic_coef and gives the target's pseudo-labels to the
+  # class-conditioned discriminators. "" = none.
+  config.model.semantic_segmenter = ""
+  # SPADE in the decoder's up-sampling stages, modulated by the source labels.
+  config.model.label_conditioned_generator = False
+  # Projection discriminator on hypervectors, conditioned on the cells' classes.
+  config.model.class_conditional_discriminator = False
+  # The discriminator sees hypervectors bound with their cells' class hypervectors.
+  config.model.label_bound_discriminator = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.vsa_coef = 10.0
   config.loss.gan = "hinge"
+  # Weight of the semantic consistency loss CE(seg(G(x)), labels of x) with the
+  # frozen config.model.semantic_segmenter (CyCADA); 0 = off.
+  config.loss.semantic_coef = 0.0
 
   config.optimizer = ml_collections.ConfigDict()
   # torch.optim.Adam with L2 weight decay added to the gradient (not AdamW).

@@ -64,6 +64,7 @@ from i2i_jax import storage
 from i2i_jax import training
 from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
+from i2i_jax.models import label_guidance
 from i2i_jax.models import pretrained
 from i2i_jax.models import vsait
 
@@ -131,6 +132,7 @@ class _StyleProbe:
     batch = next(pipeline.make_train_iterator(data_config, seed=config.seed + 1,
                                               process_index=0, process_count=1))
     self.source = batch["source"]
+    self.source_label = batch.get("source_label")  # for a label-conditioned generator
     self.target_statistics = style_statistics(batch["target"])
     self.source_distance = style_distance(self.source, self.target_statistics)
 
@@ -141,8 +143,12 @@ def _init_fn(fns: training.StepFunctions, rng: jax.Array) -> training.TrainState
 
 
 def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
-                 mesh: jax.sharding.Mesh) -> tuple[training.TrainState, Any]:
+                 mesh: jax.sharding.Mesh,
+                 segmenter_params: Any = None) -> tuple[training.TrainState, Any]:
   """A fresh TrainState laid out on `mesh`, VGG weights from config.model.vgg_weights.
+
+  `segmenter_params`: the frozen segmenter's (`label_guidance.restore_segmenter_params`),
+  when the model has one.
 
   Returns:
     (state, its NamedShardings).
@@ -155,7 +161,34 @@ def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
     vgg = pretrained.load_vgg_variables(config.model.vgg_weights, None)
     vgg = jax.device_put(vgg, shardings.variables["vgg"])
     state = state.replace(variables={**state.variables, "vgg": vgg})
+  if segmenter_params is not None:
+    segmenter = jax.device_put({"params": segmenter_params}, shardings.variables["segmenter"])
+    state = state.replace(variables={**state.variables, "segmenter": segmenter})
   return state, shardings
+
+
+def load_segmenter_params(config: ml_collections.ConfigDict,
+                          fns: training.StepFunctions) -> Any:
+  """The frozen segmenter's parameters from config.model.semantic_segmenter, or None.
+
+  Raises:
+    ValueError: naming the key, for a folder that is no segmenter of
+      config.model.label_classes classes, or for label-guided options without
+      config.data.with_labels.
+  """
+  if fns.needs_source_labels and not config.data.with_labels:
+    raise ValueError("the label-guided options (config.loss.semantic_coef, "
+                     "config.model.label_conditioned_generator, class_conditional_discriminator, "
+                     "label_bound_discriminator) need source labels: set "
+                     "--config.data.with_labels=True")
+  if fns.modules.segmenter is None:
+    if fns.modules.generator.label_classes and config.evals:
+      raise ValueError("config.model.label_conditioned_generator with config.evals needs "
+                       "config.model.semantic_segmenter: evaluators pass no labels, so the "
+                       "generator gets the segmenter's")
+    return None
+  return label_guidance.restore_segmenter_params(
+      config.model.semantic_segmenter, config.model.label_classes, vsait.SEGMENTER_FEATURES)
 
 
 @dataclasses.dataclass
@@ -260,6 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     mesh = sharding.make_mesh()
     sharding.check_batch_split(config.data.batch_size, config.grad_accum_steps, mesh)
     fns = training.make_step_functions(config)
+    segmenter_params = load_segmenter_params(config, fns)
     logging.info("building the input pipeline: %s -> %s", config.data.source, config.data.target)
     data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
     # Their evaluation images are rendered here, once.
@@ -267,7 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   except (ValueError, FileNotFoundError) as e:
     raise ConfigError(str(e)) from e
   logging.info("initialising the networks (VGG weights: %s)", config.model.vgg_weights)
-  state, state_shardings = create_state(config, fns, mesh)
+  state, state_shardings = create_state(config, fns, mesh, segmenter_params)
 
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +326,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   train_step = jax.jit(functools.partial(training.train_step, fns=fns),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
-  translate = jax.jit(fns.modules.generator.apply)
+  translate = jax.jit(functools.partial(training.translate, fns=fns))
 
   writer = metric_writer.MetricWriter(workdir)
   if start_step == 0:
@@ -309,7 +343,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   def log_images(step: int, batch: dict[str, jax.Array]) -> None:
     rows = config.image_grid_rows
     translated = multihost_utils.process_allgather(
-        translate(state.variables["generator"], batch["source"]), tiled=True)
+        translate(state.variables, batch["source"], source_label=batch.get("source_label")),
+        tiled=True)
     source, target = (multihost_utils.process_allgather(batch[k], tiled=True)
                       for k in ("source", "target"))
     grid = image_grid(source[:rows], translated[:rows], target[:rows])
@@ -319,13 +354,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
       with storage.atomic_write(workdir / "samples" / f"step_{step:08d}.png") as f:
         Image.fromarray(np.round(grid * 255).astype(np.uint8)).save(f, format="PNG")
     if probe is not None:
-      probe_translated = np.asarray(translate(state.variables["generator"], probe.source))
+      probe_translated = np.asarray(translate(state.variables, probe.source,
+                                              source_label=probe.source_label))
       writer.write_scalars(step, {"style_distance/translated": style_distance(
           probe_translated, probe.target_statistics)})
 
   def run_evals(step: int, is_last: bool) -> None:
     def translate_fn(images: np.ndarray) -> np.ndarray:
-      return np.asarray(translate(state.variables["generator"], images))
+      return np.asarray(translate(state.variables, images))
     for name, (every_steps, evaluator) in evals.items():
       if step % every_steps == 0 or is_last:
         start = time.perf_counter()
@@ -348,7 +384,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           host_batch = next(data_iterator)
           batch = sharding.global_batch(
-              {"source": host_batch["source"], "target": host_batch["target"]}, mesh)
+              {k: host_batch[k] for k in ("source", "target", "source_label")
+               if k in host_batch}, mesh)
           if compiled_step is None:
             compiled_step = _compile(train_step, state, batch)
             timer = (time.perf_counter(), start_step)

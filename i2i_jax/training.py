@@ -10,6 +10,15 @@ One step reproduces one optimisation batch of the reference solver:
 
 The VGG and the LSH projections are frozen constants: no optimizer sees them.
 
+Label-guided options (off by default; `i2i_jax/models/label_guidance.py`,
+docs/label_guided.md) take the batch's "source_label" [B, H, W]:
+  loss.semantic_coef > 0       adds `semantic_coef * CE(seg(G(x)), y_x)` to loss_G,
+                               seg the frozen segmenter (also a constant of the step);
+  a label-conditioned G        gets y_x in every generator call;
+  a class-conditioned D        (projection and/or label-bound inputs) sees each
+                               cell's class fractions: y_x's for both fakes, the
+                               frozen segmenter's pseudo-labels of the target for the real.
+
 With `config.grad_accum_steps = k` the batch is processed as k micro-batches:
 G gradients are averaged over all of them before the G update, then D
 gradients (with the updated G) before the D update, so k micro-batches of b
@@ -31,7 +40,7 @@ import ml_collections
 import optax
 
 from i2i_jax import losses, vsa
-from i2i_jax.models import vsait
+from i2i_jax.models import label_guidance, vsait
 
 Variables = dict[str, Any]
 
@@ -120,6 +129,13 @@ class StepFunctions:
   vsa_coef: float
   gan_loss: str = "hinge"
   grad_accum_steps: int = 1
+  semantic_coef: float = 0.0
+
+  @property
+  def needs_source_labels(self) -> bool:
+    """Whether the step reads batch["source_label"] (some label-guided option is on)."""
+    return bool(self.semantic_coef > 0 or self.modules.generator.label_classes
+                or self.modules.discriminator_needs_classes)
 
 
 def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
@@ -133,8 +149,17 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
   opt = config.optimizer
   g_schedule = learning_rate_schedule(opt.g, opt.lr_decay_steps, opt.lr_decay_factor)
   d_schedule = learning_rate_schedule(opt.d, opt.lr_decay_steps, opt.lr_decay_factor)
+  modules = vsait.build_modules(config.model, jnp.dtype(config.compute_dtype))
+  semantic_coef = config.loss.get("semantic_coef", 0.0)
+  if modules.segmenter is None and semantic_coef > 0:
+    raise ValueError(f"config.loss.semantic_coef={semantic_coef} needs the frozen segmenter "
+                     "config.model.semantic_segmenter (a train_segmenter folder)")
+  if modules.segmenter is None and modules.discriminator_needs_classes:
+    raise ValueError("config.model.class_conditional_discriminator and "
+                     "label_bound_discriminator need config.model.semantic_segmenter (a "
+                     "train_segmenter folder) for the target's pseudo-labels")
   return StepFunctions(
-      modules=vsait.build_modules(config.model, jnp.dtype(config.compute_dtype)),
+      modules=modules,
       g_optimizer=make_optimizer(opt.g, g_schedule),
       d_optimizer=make_optimizer(opt.d, d_schedule),
       g_schedule=g_schedule,
@@ -142,6 +167,7 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
       vsa_coef=config.loss.vsa_coef,
       gan_loss=config.loss.gan,
       grad_accum_steps=grad_accum_steps,
+      semantic_coef=semantic_coef,
   )
 
 
@@ -155,33 +181,96 @@ def create_train_state(fns: StepFunctions, variables: Variables) -> TrainState:
   )
 
 
+def _check_labels(source_label: jax.Array | None, fns: StepFunctions) -> None:
+  if fns.needs_source_labels and source_label is None:
+    raise ValueError("a label-guided option is on but the batch has no 'source_label'; set "
+                     "config.data.with_labels=True (and config.data.source_labels for "
+                     "folder sources)")
+
+
+def translate(variables: Variables, images: jax.Array, fns: StepFunctions,
+              source_label: jax.Array | None = None) -> jax.Array:
+  """G(images) [B, H, W, 3] in [-1, 1], for logging and evaluation.
+
+  A label-conditioned generator takes `source_label` [B, H, W] when given,
+  else the frozen segmenter's pseudo-labels of `images` (evaluators pass no labels).
+  """
+  generator = fns.modules.generator
+  if not generator.label_classes:
+    return generator.apply(variables["generator"], images)
+  if source_label is None:
+    if fns.modules.segmenter is None:
+      raise ValueError("the label-conditioned generator got no labels, and without "
+                       "config.model.semantic_segmenter none can be predicted")
+    source_label = label_guidance.pseudo_labels(fns.modules.segmenter, variables["segmenter"],
+                                                images)
+  return generator.apply(variables["generator"], images, source_label)
+
+
+def discriminate(d_variables: Variables, hypervectors: jax.Array,
+                 class_fractions: jax.Array | None, fns: StepFunctions) -> jax.Array:
+  """Discriminator logits [B, h, w, 1] of hypervectors [B, h, w, D].
+
+  With label-bound inputs the hypervectors are first bound with their cells'
+  class hypervectors; a projection discriminator also gets the class fractions
+  [B, h, w, K] (None when the discriminator is the paper's).
+  """
+  modules = fns.modules
+  if modules.label_bound_discriminator:
+    codebook = vsa.class_codebook(modules.label_classes, hypervectors.shape[-1])
+    hypervectors = vsa.bind(hypervectors, vsa.label_hypervectors(class_fractions, codebook))
+  if modules.class_conditional_discriminator:
+    return modules.discriminator.apply(d_variables, hypervectors, class_fractions)
+  return modules.discriminator.apply(d_variables, hypervectors)
+
+
+def _class_fractions(labels: jax.Array, hypervectors: jax.Array,
+                     fns: StepFunctions) -> jax.Array | None:
+  """labels [B, H, W] pooled onto the grid of hypervectors [B, h, w, D], if D needs them."""
+  if not fns.modules.discriminator_needs_classes:
+    return None
+  return label_guidance.class_fractions(labels, fns.modules.label_classes,
+                                        hypervectors.shape[1:3])
+
+
 def generator_loss(g_params: Variables, variables: Variables, source: jax.Array,
-                   fns: StepFunctions) -> tuple[jax.Array, dict[str, Any]]:
-  """`vsa_coef * vsa + adv` for a batch of sources [B, H, W, 3] in [-1, 1].
+                   fns: StepFunctions, source_label: jax.Array | None = None
+                   ) -> tuple[jax.Array, dict[str, Any]]:
+  """`vsa_coef * vsa + adv (+ semantic_coef * semantic)` for sources [B, H, W, 3] in [-1, 1].
 
   The VSA term sees the map network's key and the source hypervectors as
   constants (the map network learns only through the adversarial term).
+  `source_label` [B, H, W] (255 = ignore) is needed by the label-guided options.
 
   Returns:
-    (total loss, aux) with aux["losses"] = {"vsa", "adv", "total"} and
-    aux["outputs"] = {"translated", "hv_source", "hv_translated", "key",
-    "hv_source_bound", "d_translated", "d_source_bound"} for inspection.
+    (total loss, aux) with aux["losses"] = {"vsa", "adv", "total"} (and
+    "semantic" when semantic_coef > 0) and aux["outputs"] = {"translated",
+    "hv_source", "hv_translated", "key", "hv_source_bound", "d_translated",
+    "d_source_bound"} for inspection.
   """
+  _check_labels(source_label, fns)
   modules = fns.modules
   variables = _with_generator_params(variables, g_params)
-  translated = modules.generator.apply(variables["generator"], source)
+  translated = translate(variables, source, fns, source_label)
   hv_translated = modules.hypervectors(variables, translated)
   hv_source = jax.lax.stop_gradient(modules.hypervectors(variables, source))
   key = modules.map_net.apply(variables["map_net"], hv_source)
   vsa_term = losses.vsa_loss(
       vsa.unbind(hv_translated, jax.lax.stop_gradient(key)), hv_source)
   hv_source_bound = vsa.bind(hv_source, key)
-  d_translated = modules.discriminator.apply(variables["discriminator"], hv_translated)
-  d_source_bound = modules.discriminator.apply(variables["discriminator"], hv_source_bound)
+  classes = _class_fractions(source_label, hv_source, fns)
+  d_translated = discriminate(variables["discriminator"], hv_translated, classes, fns)
+  d_source_bound = discriminate(variables["discriminator"], hv_source_bound, classes, fns)
   adv = losses.GENERATOR_GAN_LOSSES[fns.gan_loss]([d_translated, d_source_bound])
   total = fns.vsa_coef * vsa_term + adv
+  generator_losses = {"vsa": vsa_term, "adv": adv}
+  if fns.semantic_coef > 0:
+    logits = modules.segmenter.apply(variables["segmenter"],
+                                     label_guidance.segmenter_images(translated))
+    generator_losses["semantic"] = losses.semantic_consistency_loss(logits, source_label)
+    total = total + fns.semantic_coef * generator_losses["semantic"]
   aux = {
-      "losses": {"vsa": vsa_term, "adv": adv, "total": total},
+      "losses": {**generator_losses, "total": total},
       "outputs": {"translated": translated, "hv_source": hv_source,
                   "hv_translated": hv_translated, "key": key,
                   "hv_source_bound": hv_source_bound, "d_translated": d_translated,
@@ -191,30 +280,41 @@ def generator_loss(g_params: Variables, variables: Variables, source: jax.Array,
 
 
 def discriminator_inputs(variables: Variables, source: jax.Array, target: jax.Array,
-                         hv_source: jax.Array, fns: StepFunctions) -> dict[str, jax.Array]:
+                         hv_source: jax.Array, fns: StepFunctions,
+                         source_label: jax.Array | None = None) -> dict[str, jax.Array]:
   """What the D step discriminates, from the (already updated) generator and map network.
 
   Returns:
-    {"translated": [B,H,W,3], "hv_translated", "hv_source_bound", "hv_target": [B,h,w,D]}.
+    {"translated": [B,H,W,3], "hv_translated", "hv_source_bound", "hv_target": [B,h,w,D]},
+    with a class-conditioned discriminator also "source_classes" and
+    "target_classes" [B,h,w,K] (the target's from the segmenter's pseudo-labels).
   """
+  _check_labels(source_label, fns)
   modules = fns.modules
-  translated = modules.generator.apply(variables["generator"], source)
+  translated = translate(variables, source, fns, source_label)
   key = modules.map_net.apply(variables["map_net"], hv_source)
-  return {
+  inputs = {
       "translated": translated,
       "hv_translated": modules.hypervectors(variables, translated),
       "hv_source_bound": vsa.bind(hv_source, key),
       "hv_target": modules.hypervectors(variables, target),
   }
+  if modules.discriminator_needs_classes:
+    target_label = label_guidance.pseudo_labels(modules.segmenter, variables["segmenter"],
+                                                target)
+    inputs["source_classes"] = _class_fractions(source_label, hv_source, fns)
+    inputs["target_classes"] = _class_fractions(target_label, inputs["hv_target"], fns)
+  return inputs
 
 
 def discriminator_loss(d_params: Variables, inputs: dict[str, jax.Array],
                        fns: StepFunctions) -> tuple[jax.Array, dict[str, Any]]:
   """Hinge loss of the discriminator on two fakes and one real (weights 1/3 each)."""
-  apply = lambda hv: fns.modules.discriminator.apply({"params": d_params}, hv)
-  d_translated = apply(inputs["hv_translated"])
-  d_source_bound = apply(inputs["hv_source_bound"])
-  d_target = apply(inputs["hv_target"])
+  source_classes, target_classes = inputs.get("source_classes"), inputs.get("target_classes")
+  apply = lambda hv, classes: discriminate({"params": d_params}, hv, classes, fns)
+  d_translated = apply(inputs["hv_translated"], source_classes)
+  d_source_bound = apply(inputs["hv_source_bound"], source_classes)
+  d_target = apply(inputs["hv_target"], target_classes)
   total = losses.DISCRIMINATOR_GAN_LOSSES[fns.gan_loss](
       [d_translated, d_source_bound], [d_target])
   return total, {"d_translated": d_translated, "d_source_bound": d_source_bound,
@@ -261,27 +361,34 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
 
   Args:
     state: current state.
-    batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1];
-      B a multiple of `fns.grad_accum_steps`.
+    batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1]
+      (and "source_label": [B, H, W] uint8, 255 = ignore, which the
+      label-guided options read); B a multiple of `fns.grad_accum_steps`.
     fns: static step functions (close over them with functools.partial before jit).
   Returns:
-    (new state, scalar metrics: g_vsa, g_adv, g_total, d_total (batch means of
-    the losses), g_lr, d_lr (the learning rates this step used)).
+    (new state, scalar metrics: g_vsa, g_adv, g_total (g_semantic with
+    loss.semantic_coef > 0), d_total (batch means of the losses), g_lr, d_lr
+    (the learning rates this step used)).
   """
   count = fns.grad_accum_steps
   sources = _micro_batches(batch["source"], count)
   targets = _micro_batches(batch["target"], count)
+  # Labels travel only when an option reads them, so the paper's step is unchanged.
+  labels = (_micro_batches(batch["source_label"], count)
+            if fns.needs_source_labels and "source_label" in batch else None)
 
   g_params = generator_params(state.variables)
   g_grad_fn = jax.value_and_grad(generator_loss, has_aux=True)
 
-  def g_micro_step(source):
-    (_, aux), grads = g_grad_fn(g_params, state.variables, source, fns)
+  def g_micro_step(micro_batch):
+    source, source_label = micro_batch
+    (_, aux), grads = g_grad_fn(g_params, state.variables, source, fns, source_label)
     return (grads, aux["losses"]), aux["outputs"]["hv_source"]
 
-  zero_losses = {"vsa": 0.0, "adv": 0.0, "total": 0.0}
+  loss_names = ["vsa", "adv", "total"] + (["semantic"] if fns.semantic_coef > 0 else [])
+  zero_losses = dict.fromkeys(loss_names, 0.0)
   (g_grads, g_losses), hv_sources = _mean_over_micro_batches(
-      g_micro_step, (g_params, zero_losses), sources, count)
+      g_micro_step, (g_params, zero_losses), (sources, labels), count)
   g_updates, g_opt_state = fns.g_optimizer.update(g_grads, state.g_opt_state, g_params)
   variables = _with_generator_params(state.variables, optax.apply_updates(g_params, g_updates))
 
@@ -289,14 +396,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   d_grad_fn = jax.value_and_grad(discriminator_loss, has_aux=True)
 
   def d_micro_step(micro_batch):
-    source, target, hv_source = micro_batch
+    source, target, hv_source, source_label = micro_batch
     d_inputs = jax.lax.stop_gradient(
-        discriminator_inputs(variables, source, target, hv_source, fns))
+        discriminator_inputs(variables, source, target, hv_source, fns, source_label))
     (d_total, _), grads = d_grad_fn(d_params, d_inputs, fns)
     return (grads, d_total), None
 
   (d_grads, d_total), _ = _mean_over_micro_batches(
-      d_micro_step, (d_params, 0.0), (sources, targets, hv_sources), count)
+      d_micro_step, (d_params, 0.0), (sources, targets, hv_sources, labels), count)
   d_updates, d_opt_state = fns.d_optimizer.update(d_grads, state.d_opt_state, d_params)
   variables = _with_discriminator_params(variables, optax.apply_updates(d_params, d_updates))
 

@@ -1,4 +1,5 @@
-"""Networks on hypervectors: the 1x1-conv discriminator and the VSA map network."""
+"""Networks on hypervectors: the 1x1-conv discriminator (plain or class-conditioned) and the
+VSA map network."""
 
 from typing import Any, Sequence
 
@@ -27,6 +28,46 @@ class HypervectorDiscriminator(nn.Module):
       if i < len(self.channels) - 1:
         x = nn.leaky_relu(x, 0.2)
     return x.astype(layers.accumulation_dtype(x.dtype))
+
+
+class ClassProjectionDiscriminator(nn.Module):
+  """A projection discriminator (Miyato & Koyama 2018) per hypervector cell, conditioned on classes.
+
+  `logit(h, p) = w . phi(h) + b + <E p, phi(h)>`: phi is the stack of 1x1 convs
+  of `HypervectorDiscriminator` up to its last hidden layer, E a learned
+  embedding of each class (zero at init, so a fresh module is the plain
+  discriminator), p the cell's class fractions. The class term lets the
+  discriminator judge each cell against the real cells *of its class*, so a
+  translation is not rewarded for repainting one class as another that the
+  target domain has more of.
+
+  Attributes:
+    channels: widths of the 1x1 convs; the last must be 1 (one logit per cell).
+    num_classes: K, length of the class-fraction vectors.
+    dtype: compute dtype.
+  """
+  channels: Sequence[int] = (1024, 1024, 1)
+  num_classes: int = 19
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, hypervectors: jax.Array, class_fractions: jax.Array) -> jax.Array:
+    """hypervectors: [B, h, w, D]; class_fractions: [B, h, w, K] -> logits [B, h, w, 1]."""
+    if self.channels[-1] != 1:
+      raise ValueError("config.model.discriminator_channels must end with 1 for the class "
+                       f"projection discriminator, got {tuple(self.channels)}")
+    x = hypervectors.astype(self.dtype)
+    for i, features in enumerate(self.channels[:-1]):
+      x = nn.leaky_relu(nn.Dense(features, dtype=self.dtype,
+                                 kernel_init=layers.xavier_normal_gain_02, name=f"conv_{i}")(x),
+                        0.2)
+    logits = nn.Dense(1, dtype=self.dtype, kernel_init=layers.xavier_normal_gain_02,
+                      name=f"conv_{len(self.channels) - 1}")(x)
+    embedding = nn.Dense(x.shape[-1], use_bias=False, dtype=self.dtype,
+                         kernel_init=nn.initializers.zeros, name="class_embedding")(
+                             class_fractions.astype(self.dtype))
+    logits = logits + jnp.sum(embedding * x, axis=-1, keepdims=True)
+    return logits.astype(layers.accumulation_dtype(logits.dtype))
 
 
 class MapNetwork(nn.Module):

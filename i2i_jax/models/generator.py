@@ -9,6 +9,12 @@ Layout for `res_blocks = R` and base width `C` (`[B, H, W, 3] -> [B, H, W, 3]`):
 
 Every conv pads by reflection and (except the output conv) is followed by
 instance norm and ReLU. H and W must be divisible by 4.
+
+Label-conditioned (`label_classes = K > 0`, config.model.label_conditioned_generator;
+not in the paper): the two up-sampling stages of the decoder (at H/2 and H)
+modulate their instance-normalised activations SPADE-style by the source label
+map (`SpatialLabelModulation`), so class regions and small objects are
+re-injected where the translation would wash them out.
 """
 
 from typing import Any
@@ -116,6 +122,65 @@ class ConvNormReLU(nn.Module):
     return nn.relu(layers.instance_norm(layers.crop(x)))
 
 
+def one_hot_labels(labels: jax.Array, height: int, width: int, num_classes: int,
+                   dtype: Any = jnp.float32) -> jax.Array:
+  """Label map [B, H', W'] int -> one-hot [B, height, width, K], resized nearest.
+
+  Nearest sampling (source index floor(dst * in / out)) keeps class ids
+  unmixed; ignore pixels (255) and ids >= K become all-zero vectors.
+  """
+  rows = (np.arange(height) * labels.shape[1]) // height
+  cols = (np.arange(width) * labels.shape[2]) // width
+  return jax.nn.one_hot(labels[:, rows][:, :, cols], num_classes, dtype=dtype)
+
+
+class SpatialLabelModulation(nn.Module):
+  """SPADE (Park et al. 2019): `x * (1 + gamma(labels)) + beta(labels)`, per pixel and channel.
+
+  gamma and beta come from a 3x3 conv with ReLU (`hidden` channels) and two 3x3
+  convs on the one-hot label map resized (nearest) to x's grid. The last convs
+  start at zero, so a fresh module is the identity.
+
+  Attributes:
+    num_classes: K, channels of the one-hot map.
+    hidden: width of the shared conv.
+    dtype: compute dtype.
+  """
+  num_classes: int
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
+    """x: [B, h, w, C] normalised activations; labels: [B, H, W] int -> [B, h, w, C]."""
+    segmentation = one_hot_labels(labels, x.shape[1], x.shape[2], self.num_classes, self.dtype)
+    shared = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=self.dtype, name="shared")(segmentation))
+    gamma = nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                    name="gamma")(shared)
+    beta = nn.Conv(x.shape[-1], (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                   name="beta")(shared)
+    return x * (1 + gamma) + beta
+
+
+class LabelConvNormReLU(nn.Module):
+  """`ConvNormReLU` whose normalised activations are modulated by the label map (SPADE)."""
+  features: int
+  kernel_size: int
+  num_classes: int
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, labels: jax.Array) -> jax.Array:
+    x = layers.reflect_pad(x, self.kernel_size // 2)
+    x = nn.Conv(self.features, (self.kernel_size,) * 2,
+                padding=layers.CROPPED_CONV_PADDING, dtype=self.dtype,
+                kernel_init=layers.xavier_normal_gain_02, name="conv")(x)
+    x = layers.instance_norm(layers.crop(x))
+    x = SpatialLabelModulation(self.num_classes, self.hidden, self.dtype, name="spade")(x, labels)
+    return nn.relu(x)
+
+
 class ResidualBlock(nn.Module):
   """`x + IN(conv3x3(pad(ReLU(IN(conv3x3(pad(x)))))))`, no activation after the sum."""
   dtype: Any = jnp.float32
@@ -137,18 +202,29 @@ class ResNetGenerator(nn.Module):
     res_channels: base width C (the paper uses 64).
     res_blocks: residual blocks R (the paper uses 9); R - R//2 in the encoder.
     out_channels: channels of the output image.
+    label_classes: K > 0: the decoder's up-sampling stages are modulated by the
+      source label map (SPADE); 0 (the paper): no labels.
     dtype: compute dtype; parameters stay float32.
   """
   res_channels: int = 64
   res_blocks: int = 9
   out_channels: int = 3
+  label_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+    """images: [B, H, W, in] in [-1, 1]; labels: [B, H, W] int class ids (255 = none),
+    required exactly when `label_classes > 0`."""
     if images.shape[1] % 4 or images.shape[2] % 4:
       raise ValueError(f"generator input height and width must be multiples of 4 (two "
                        f"stride-2 resamplings), got images of shape {images.shape}")
+    if (labels is None) != (self.label_classes == 0):
+      raise ValueError(
+          "the label-conditioned generator (config.model.label_conditioned_generator) needs "
+          "the source label map [B, H, W]" if labels is None else
+          "labels given to a generator that is not label-conditioned "
+          "(config.model.label_conditioned_generator=False)")
     width = self.res_channels
     encoder_blocks = self.res_blocks - self.res_blocks // 2
     x = images.astype(self.dtype)
@@ -161,10 +237,13 @@ class ResNetGenerator(nn.Module):
       x = ResidualBlock(self.dtype, name=f"encoder_res_{i}")(x)
     for i in range(self.res_blocks - encoder_blocks):
       x = ResidualBlock(self.dtype, name=f"decoder_res_{i}")(x)
-    x = GaussianUpsample(4 * width, name="decoder_blur_0")(x)
-    x = ConvNormReLU(2 * width, 3, self.dtype, name="decoder_up_0")(x)
-    x = GaussianUpsample(2 * width, name="decoder_blur_1")(x)
-    x = ConvNormReLU(width, 3, self.dtype, name="decoder_up_1")(x)
+    for i, features in enumerate((2 * width, width)):
+      x = GaussianUpsample(x.shape[-1], name=f"decoder_blur_{i}")(x)
+      if self.label_classes:
+        x = LabelConvNormReLU(features, 3, self.label_classes, width, self.dtype,
+                              name=f"decoder_up_{i}")(x, labels)
+      else:
+        x = ConvNormReLU(features, 3, self.dtype, name=f"decoder_up_{i}")(x)
     x = layers.reflect_pad(x, 3)
     x = nn.Conv(self.out_channels, (7, 7), padding=layers.CROPPED_CONV_PADDING,
                 dtype=self.dtype, kernel_init=layers.xavier_normal_gain_02,
