@@ -1,0 +1,257 @@
+"""Flipping and lost detail, measured: translators trained on the toy worlds, one table.
+
+  python benchmarks/toy_world_table.py --root=/tmp/toy_table
+
+trains vanilla VSAIT (configs/toy_flipping.py, the demo's model and budget) on
+sim_detail -> real_mismatch and on sim_detail -> real_detail for each seed,
+evaluates every run and the two reference rows, identity (F(X) = X) and ideal
+(F(X) = the real-style render of the same scenes), with the same evaluator, and
+writes ROOT/table.md and ROOT/table.json (and, with --json/--markdown, copies
+for benchmarks/results/). Every step is a command users run, started as a
+subprocess, and skipped when its output exists, so a rerun resumes:
+
+  1. data       python -m i2i_jax.data.toy_streets: --val_images val scenes
+                (sim_detail, and their ideal, real_mismatch = real_detail) and
+                --target_images train scenes of each real world (Y), at 128x256.
+  2. segmenter  python -m i2i_jax.train_segmenter on real_detail and
+                real_mismatch train scenes: reads F(X) for the flip metrics.
+  3. per world and seed: python -m i2i_jax.train, then python -m
+                i2i_jax.translate of the val scenes.
+  4. per row:   python -m i2i_jax.evaluate (FD, flips raw and in excess of the
+                ideal's, detail retention, light states, downstream gain).
+
+Columns (mean +- std over seeds): FD to Y (random-init Inception offline),
+flip rate (share of X's labelled pixels that seg(F(X)) reads as another
+class), excess flip rate (the same minus the ideal translation's, i.e. what the
+translator adds to the segmenter's own errors), the worst excess class pairs,
+segmenter-free detail retention of poles, lights and signs, light-state
+accuracy, and downstream gain (mIoU on Y of a U-Net trained on F(X) minus one
+trained on X). `--methods` picks rows; issue 14's label-guided variants add
+methods here.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORLD_TARGETS = {"mismatch": "real_mismatch", "matched": "real_detail"}
+HEIGHT, WIDTH = 128, 256
+# The downstream U-Nets train at half the evaluation size: 4x cheaper on a CPU, and the
+# classes they are scored on (road, building, sky, ...) are large.
+DOWNSTREAM_SIZE = "64x128"
+# method -> config file (":{world}" is filled in) and --config overrides; None: not trained.
+METHODS = {
+    "vanilla": ("configs/toy_flipping.py:{world}", []),
+    "identity": None,
+    "ideal": None,
+}
+COLUMNS = ("fd", "flip_rate", "excess_flip_rate", "detail_retention", "light_state_preserved",
+           "downstream_gain")
+
+
+def run(command: list[str], log_path: str) -> None:
+  """Runs `command` from the repository root, its output to `log_path`; exits naming it on failure."""
+  print("$", " ".join(command), flush=True)
+  start = time.time()
+  with open(log_path, "a") as log:
+    result = subprocess.run(command, cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT)
+  if result.returncode:
+    sys.exit(f"failed (exit {result.returncode}) after {time.time() - start:.0f} s: "
+             f"{' '.join(command)}; see {log_path}")
+  print(f"  done in {time.time() - start:.0f} s", flush=True)
+
+
+def prepare_data(root: str, val_images: int, target_images: int) -> None:
+  """ROOT/data/val/<style>/... and ROOT/data/train/<real style>/... at HEIGHT x WIDTH."""
+  python = sys.executable
+  for split, count, styles in (("val", val_images, ("sim_detail", "real_mismatch")),
+                               ("train", target_images, ("real_detail", "real_mismatch"))):
+    for style in styles:
+      folder = os.path.join(root, "data", split)
+      if os.path.isdir(os.path.join(folder, style, "images")):
+        continue
+      run([python, "-m", "i2i_jax.data.toy_streets", f"--out={folder}", f"--n={count}",
+           f"--style={style}", f"--split={split}", f"--height={HEIGHT}", f"--width={WIDTH}"],
+          os.path.join(root, "data.log"))
+
+
+def train_segmenter(root: str, steps: int) -> str:
+  """ROOT/segmenter: a U-Net trained on both real worlds' train scenes (not Y's images)."""
+  out = os.path.join(root, "segmenter")
+  if not os.path.isdir(out):
+    run([sys.executable, "-m", "i2i_jax.train_segmenter", "--data=toy_streets:real_detail",
+         "--data=toy_streets:real_mismatch", f"--size={HEIGHT}x{WIDTH}", f"--steps={steps}",
+         f"--out={out}"], os.path.join(root, "segmenter.log"))
+  return out
+
+
+def train_and_translate(root: str, method: str, world: str, seed: int, segmenter: str,
+                        steps: int | None) -> tuple[str, float]:
+  """Trains `method` on `world` with `seed`, translates the val scenes.
+
+  Returns:
+    (the folder of F(X), the run's median logged training steps/s).
+  """
+  config, overrides = METHODS[method]
+  workdir = os.path.join(root, "runs", f"{method}_{world}_seed{seed}")
+  os.makedirs(workdir, exist_ok=True)
+  log = os.path.join(workdir, "commands.log")
+  command = [sys.executable, "-m", "i2i_jax.train", f"--config={config.format(world=world)}",
+             f"--workdir={workdir}", f"--config.seed={seed}", f"--config.data.shuffle_seed={seed}",
+             f"--config.evals.flips.segmenter={segmenter}", *overrides]
+  if steps:
+    command.append(f"--config.total_steps={steps}")
+  run(command, log)
+  translated = os.path.join(workdir, "translated_val")
+  if not os.path.isfile(os.path.join(translated, "manifest.json")):
+    run([sys.executable, "-m", "i2i_jax.translate", f"--workdir={workdir}",
+         f"--input={os.path.join(root, 'data', 'val', 'sim_detail', 'images')}",
+         f"--output={translated}"], log)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    speeds = [record["steps_per_sec"] for record in map(json.loads, f)
+              if record.get("steps_per_sec")]
+  return os.path.join(translated, "images"), float(np.median(speeds))
+
+
+def evaluate(root: str, translated: str, world: str, out: str, segmenter: str,
+             downstream_steps: int) -> dict:
+  """`python -m i2i_jax.evaluate` of one F(X) of the val scenes against world's Y; its metrics."""
+  if not os.path.isfile(os.path.join(out, "report.json")):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    val = os.path.join(root, "data", "val")
+    target = os.path.join(root, "data", "train", WORLD_TARGETS[world])
+    run([sys.executable, "-m", "i2i_jax.evaluate",
+         f"--source=folder:{val}/sim_detail/images", f"--labels={val}/sim_detail/labels",
+         f"--instances={val}/sim_detail/instances", f"--translated=folder:{translated}",
+         f"--ideal=folder:{val}/real_mismatch/images", f"--target=folder:{target}/images",
+         f"--target_labels={target}/labels", f"--segmenter={segmenter}",
+         f"--downstream_steps={downstream_steps}", f"--segmenter_size={DOWNSTREAM_SIZE}",
+         f"--out={out}"],
+        os.path.join(os.path.dirname(out), "evaluate.log"))
+  with open(os.path.join(out, "report.json")) as f:
+    return json.load(f)["metrics"]
+
+
+def row_values(metrics: dict) -> dict:
+  """The table's columns (and the excess pair rates) from one report's metrics."""
+  fid = metrics.get("fid", {})
+  fd = next((value for key, value in fid.items() if key.startswith(("FID", "FD"))
+             and "/" not in key), float("nan"))
+  flips = metrics["flips"]
+  downstream = metrics.get("downstream", {})
+  return {
+      "fd": fd,
+      "flip_rate": flips["flip_rate"],
+      "excess_flip_rate": flips["excess_flip_rate"],
+      "detail_retention": metrics["detail"]["retention"],
+      "light_state_preserved": metrics["detail"]["light_state_accuracy"],
+      "downstream_gain": downstream.get("mIoU_gain", float("nan")),
+      "excess_pairs": {key.split("/", 1)[1]: value for key, value in flips.items()
+                       if key.startswith("excess_flip/")},
+  }
+
+
+def summarise(values: list[float]) -> str:
+  values = np.asarray(values, np.float64)
+  if len(values) == 1:
+    return f"{values[0]:.3f}"
+  return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = ["| method | world | seeds | FD | flip rate | excess flip rate | worst excess pairs "
+           "| detail retention | light state | downstream gain | train steps/s |",
+           "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+  for row in rows:
+    pairs = {}
+    for seed_pairs in row["excess_pairs"]:
+      for pair, value in seed_pairs.items():
+        pairs.setdefault(pair, []).append(value)
+    # A pair is reported for a seed when it is among that run's largest flips or excesses.
+    worst = sorted(pairs, key=lambda pair: -np.mean(pairs[pair]))[:3]
+    worst_text = ", ".join(f"{pair} {np.mean(pairs[pair]):+.2f}" for pair in worst)
+    lines.append(f"| {row['method']} | {row['world']} | {len(row['seeds'])} | "
+                 + " | ".join(summarise(row[column]) for column in COLUMNS[:3])
+                 + f" | {worst_text} | "
+                 + " | ".join(summarise(row[column]) for column in COLUMNS[3:])
+                 + f" | {summarise(row['steps_per_sec']) if row['steps_per_sec'] else '—'} |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(__doc__.splitlines()[1:]))
+  parser.add_argument("--root", required=True, help="Working folder (resumable).")
+  parser.add_argument("--methods", default="vanilla,identity,ideal",
+                      help=f"Rows, from {', '.join(METHODS)}.")
+  parser.add_argument("--worlds", default="mismatch,matched",
+                      help=f"From {', '.join(WORLD_TARGETS)}.")
+  parser.add_argument("--seeds", default="0,1,2", help="Seeds of the trained methods.")
+  parser.add_argument("--steps", type=int, default=0,
+                      help="Training steps (0: the config's, the demo budget).")
+  parser.add_argument("--val_images", type=int, default=64)
+  parser.add_argument("--target_images", type=int, default=200)
+  parser.add_argument("--segmenter_steps", type=int, default=2000)
+  parser.add_argument("--downstream_steps", type=int, default=300)
+  parser.add_argument("--json", default="", help="Also write the table's JSON here.")
+  parser.add_argument("--markdown", default="", help="Also write the markdown table here.")
+  args = parser.parse_args()
+  methods = args.methods.split(",")
+  worlds = args.worlds.split(",")
+  seeds = [int(seed) for seed in args.seeds.split(",")]
+  for name, known, flag in ((methods, METHODS, "methods"), (worlds, WORLD_TARGETS, "worlds")):
+    unknown = sorted(set(name) - set(known))
+    if unknown:
+      parser.error(f"--{flag}: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
+  root = os.path.abspath(args.root)
+  os.makedirs(root, exist_ok=True)
+  prepare_data(root, args.val_images, args.target_images)
+  segmenter = train_segmenter(root, args.segmenter_steps)
+  val = os.path.join(root, "data", "val")
+  rows = []
+  for world in worlds:
+    for method in methods:
+      trained = METHODS[method] is not None
+      row = {"method": method, "world": world, "seeds": seeds if trained else [0],
+             "excess_pairs": [], "steps_per_sec": [], **{column: [] for column in COLUMNS}}
+      for seed in row["seeds"]:
+        if method == "identity":
+          translated = os.path.join(val, "sim_detail", "images")
+        elif method == "ideal":
+          translated = os.path.join(val, "real_mismatch", "images")
+        else:
+          translated, steps_per_sec = train_and_translate(root, method, world, seed, segmenter,
+                                                          args.steps or None)
+          row["steps_per_sec"].append(steps_per_sec)
+        out = os.path.join(root, "eval", f"{method}_{world}_seed{seed}")
+        values = row_values(evaluate(root, translated, world, out, segmenter,
+                                     args.downstream_steps))
+        row["excess_pairs"].append(values.pop("excess_pairs"))
+        for column in COLUMNS:
+          row[column].append(values[column])
+      rows.append(row)
+  table = markdown(rows)
+  print(table)
+  outputs = [(os.path.join(root, "table.md"), table),
+             (os.path.join(root, "table.json"), json.dumps(rows, indent=1))]
+  if args.markdown:
+    outputs.append((args.markdown, table))
+  if args.json:
+    outputs.append((args.json, json.dumps(rows, indent=1)))
+  for path, text in outputs:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+  main()
