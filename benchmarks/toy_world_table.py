@@ -41,7 +41,8 @@ import time
 import numpy as np
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORLD_TARGETS = {"mismatch": "real_mismatch", "matched": "real_detail"}
+WORLD_TARGETS = {"mismatch": "real_mismatch", "overgrown": "real_overgrown",
+                 "matched": "real_detail"}
 HEIGHT, WIDTH = 128, 256
 # The downstream U-Nets train at half the evaluation size: 4x cheaper on a CPU, and the
 # classes they are scored on (road, building, sky, ...) are large.
@@ -72,7 +73,7 @@ def prepare_data(root: str, val_images: int, target_images: int) -> None:
   """ROOT/data/val/<style>/... and ROOT/data/train/<real style>/... at HEIGHT x WIDTH."""
   python = sys.executable
   for split, count, styles in (("val", val_images, ("sim_detail", "real_mismatch")),
-                               ("train", target_images, ("real_detail", "real_mismatch"))):
+                               ("train", target_images, tuple(WORLD_TARGETS.values()))):
     for style in styles:
       folder = os.path.join(root, "data", split)
       if os.path.isdir(os.path.join(folder, style, "images")):

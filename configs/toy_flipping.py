@@ -7,7 +7,8 @@
 vegetation, less sky, wider sidewalks, more parked cars than the sim world: the
 semantic statistics that push a discriminator to repaint classes); `:matched`
 into toy_streets:real_detail (the same statistics as sim, only the camera
-differs). The model, optimiser and step budget are the demo's (configs/demo.py);
+differs); `:overgrown` into toy_streets:real_overgrown, the mismatch pushed to its
+end (almost no sky, vegetation over a third of the image). The model, optimiser and step budget are the demo's (configs/demo.py);
 the images are resized to the evaluation size, 128x256, before the 64x64 crops,
 so the translator is trained at the scale it is evaluated at (and each step
 costs what a demo step costs).
@@ -28,7 +29,8 @@ import ml_collections
 
 from i2i_jax.configs import demo
 
-WORLDS = {"mismatch": "toy_streets:real_mismatch", "matched": "toy_streets:real_detail"}
+WORLDS = {"mismatch": "toy_streets:real_mismatch", "overgrown": "toy_streets:real_overgrown",
+          "matched": "toy_streets:real_detail"}
 EVAL_SOURCE = "toy_streets:sim_detail:val"
 EVAL_IDEAL = "toy_streets:real_mismatch:val"
 EVAL_HEIGHT, EVAL_WIDTH = 128, 256

@@ -169,14 +169,17 @@ def _class_id(name):
   return toy_streets.CLASS_NAMES.index(name)
 
 
-def test_real_mismatch_train_has_other_semantic_statistics_than_sim():
-  frequency = {style: toy_streets.class_frequencies(style, "train", 50, 64, 128)
-               for style in ("sim_detail", "real_detail", "real_mismatch")}
-  source, mismatch = frequency["sim_detail"], frequency["real_mismatch"]
+@pytest.mark.parametrize("style, more_vegetation, less_sky", [
+    ("real_mismatch", 1.6, 0.7), ("real_overgrown", 3.5, 0.2)])
+def test_mismatched_train_worlds_have_other_semantic_statistics_than_sim(
+    style, more_vegetation, less_sky):
+  frequency = {name: toy_streets.class_frequencies(name, "train", 50, 64, 128)
+               for name in ("sim_detail", "real_detail", style)}
+  source, mismatch = frequency["sim_detail"], frequency[style]
   vegetation, sky, car, sidewalk = (_class_id(name) for name in
                                     ("vegetation", "sky", "car", "sidewalk"))
-  assert mismatch[vegetation] > 1.6 * source[vegetation]
-  assert mismatch[sky] < 0.7 * source[sky]
+  assert mismatch[vegetation] > more_vegetation * source[vegetation]
+  assert mismatch[sky] < less_sky * source[sky]
   assert mismatch[car] > 1.2 * source[car]
   assert mismatch[sidewalk] > 1.2 * source[sidewalk]
   # The control: the real camera alone leaves the statistics of its world.
@@ -184,18 +187,23 @@ def test_real_mismatch_train_has_other_semantic_statistics_than_sim():
   assert 0.5 * np.abs(mismatch - source).sum() > 0.1
 
 
-def test_real_mismatch_val_is_paired_with_sim_detail_val():
-  assert (toy_streets.split_seeds("real_mismatch", "val")
-          == toy_streets.split_seeds("sim_detail", "val"))
-  for seed in toy_streets.split_seeds("real_mismatch", "val")[:4]:
+@pytest.mark.parametrize("style, train_world", [
+    ("real_mismatch", toy_streets.MISMATCH), ("real_overgrown", toy_streets.OVERGROWN)])
+def test_mismatched_val_is_paired_with_sim_detail_val(style, train_world):
+  assert toy_streets.split_seeds(style, "val") == toy_streets.split_seeds("sim_detail", "val")
+  for seed in toy_streets.split_seeds(style, "val")[:4]:
     _, sim_label = toy_streets.render(seed, "sim_detail", 64, 128)
-    mismatch_image, mismatch_label = toy_streets.render(seed, "real_mismatch", 64, 128)
+    mismatch_image, mismatch_label = toy_streets.render(seed, style, 64, 128)
     detail_image, _ = toy_streets.render(seed, "real_detail", 64, 128)
     np.testing.assert_array_equal(mismatch_label, sim_label)
     np.testing.assert_array_equal(mismatch_image, detail_image)
-  # Train scenes come from the mismatched world, whatever the seed.
-  seed = toy_streets.split_seeds("real_mismatch", "train")[0]
-  assert toy_streets.world_of(seed, "real_mismatch") == toy_streets.MISMATCH
+  # Train scenes come from the mismatched world, whatever the seed, unpaired with the others.
+  seed = toy_streets.split_seeds(style, "train")[0]
+  assert toy_streets.world_of(seed, style) == train_world
+  assert not set(toy_streets.split_seeds(style, "train")) & (
+      set(toy_streets.split_seeds("real_detail", "train"))
+      | set(toy_streets.split_seeds("real_mismatch" if style != "real_mismatch" else
+                                    "sim_detail", "train")))
   assert toy_streets.world_of(seed, "real_detail") == toy_streets.DETAIL
 
 

@@ -127,6 +127,12 @@ MISMATCH = dataclasses.replace(
     DETAIL, building_top=(0.0, 0.4), canyon=(0.03, 0.08), sidewalk=(1.9, 2.3),
     front_gardens=0.25, props=(5, 10), tree_share=0.5, tree_size=1.2,
     cars=(2, 8), car_offset=0.95)
+# The mismatch pushed to its end, for provoking flipping at a small budget: the
+# buildings reach the top of the image and the canyon nearly closes (almost no
+# sky), hedges in front of most facades and large trees on both kerbs.
+OVERGROWN = dataclasses.replace(
+    MISMATCH, building_top=(0.0, 0.05), canyon=(0.01, 0.03), front_gardens=0.8,
+    props=(6, 11), tree_share=0.8, tree_size=1.6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +149,7 @@ _STYLES = {
     "sim_detail": _Style("sim", DETAIL, DETAIL, 0),
     "real_detail": _Style("real", DETAIL, DETAIL, 1_000_000),
     "real_mismatch": _Style("real", MISMATCH, DETAIL, 3_000_000),
+    "real_overgrown": _Style("real", OVERGROWN, DETAIL, 4_000_000),
 }
 STYLES = tuple(_STYLES)
 # --style groups of the CLI: the demo's pair, and the worlds of issue 13.
