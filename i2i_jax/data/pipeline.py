@@ -13,7 +13,10 @@ each epoch), augmented, then this host's slots of every global batch
 global batch is the same for any number of hosts), decoded and preprocessed in
 `data.read_threads` threads, bad records dropped, batched; the
 two are zipped and, with `data.worker_count > 0`, run in that many worker
-processes. Everything is deterministic given the seeds and the worker count.
+processes. Everything is deterministic given the seeds and the worker count. A
+`prepared:DIR` source (`python -m i2i_jax.prepare`) stores its images after
+the leading deterministic ops (`resize(256,512)`); the pipeline skips those
+ops and gives the same batches as the source it was prepared from.
 
 Bad inputs (see `sources.py`; and images smaller than a crop, see
 `preprocess.py`) are dropped and counted; a warning names each file the first
@@ -207,7 +210,9 @@ def make_domain_dataset(
   """One domain's records, preprocessed, bad ones dropped, repeated forever.
 
   Args:
-    spec: the source (see `sources.open_source`).
+    spec: the source (see `sources.open_source`). A `prepared:DIR` source
+      skips the leading ops of `preprocess_spec` it applied when written, and
+      gives the batches of the source it was prepared from.
     labels: label folder for folder sources ("" for none).
     with_labels: keep "label"; the source must have labels.
     preprocess_spec: op string, see `preprocess.parse`.
@@ -234,7 +239,7 @@ def make_domain_dataset(
   dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   if source.has_labels and not with_labels:
     dataset = dataset.map(_drop_label)
-  for op in preprocess.parse(preprocess_spec):
+  for op in _ops_still_to_apply(spec, source, preprocess_spec):
     if isinstance(op, grain.transforms.RandomMap):
       dataset = dataset.random_map(op)
     else:
@@ -244,6 +249,48 @@ def make_domain_dataset(
   records = dataset.to_iter_dataset(read_options)
   return (_DropBadRecords(records, spec, max_consecutive=len(source)),
           max(1, len(source) // process_count))
+
+
+class _AlreadyApplied(grain.transforms.Map):
+  """Stands in for an op a prepared source applied when it was written.
+
+  A pass-through rather than nothing: grain derives each random op's seed from
+  its depth below `.seed()`, so keeping one map per prepared op gives the
+  random ops (crops, flips) the seeds, and the pixels, of the on-the-fly path.
+  """
+
+  def __init__(self, op):
+    self.op = op
+
+  def map(self, record):
+    return record
+
+  def __repr__(self) -> str:
+    return f"AlreadyApplied({self.op!r})"
+
+
+def _ops_still_to_apply(spec: str, source, preprocess_spec: str) -> list:
+  """The transforms of `preprocess_spec` for records of `source`.
+
+  A prepared source (`prepared:DIR`, see `prepared.py`) already applied its
+  ops; when `preprocess_spec` starts with them, they are not applied twice
+  (`_AlreadyApplied`). When it does not, every op of `preprocess_spec` runs
+  on the prepared images, with a warning: their pixels then differ from
+  the on-the-fly path's.
+  """
+  ops = preprocess.parse(preprocess_spec)
+  applied = getattr(source, "preprocess", None)
+  if applied is None:
+    return ops
+  applied_ops = preprocess.parse(applied)
+  if ops[:len(applied_ops)] == applied_ops:
+    return [_AlreadyApplied(op) for op in applied_ops] + ops[len(applied_ops):]
+  logging.warning("input pipeline: %s was prepared with %r, but data.preprocess %r "
+                  "does not start with it: all of data.preprocess is applied on top of "
+                  "the prepared images, which then differ from the original source's "
+                  "(prepare it again with this data.preprocess to train on those)",
+                  spec, applied, preprocess_spec)
+  return ops
 
 
 def _drop_label(record):

@@ -15,6 +15,10 @@ Ops:
   flip_lr(p=0.5)      horizontal flip with probability p.
   value_range(lo, hi) uint8 [0, 255] -> float32 [lo, hi].
 
+`split_preparable` splits off the leading ops that `python -m i2i_jax.prepare`
+may apply once and store (deterministic ops that keep a uint8 image: resize,
+center_crop); training on a `prepared:` source applies only the rest.
+
 Register a new op with `@register("name")` on a `MapOp` (define `apply`) or
 `RandomMapOp` (define `apply_random`) subclass whose constructor takes the
 op's arguments; the base passes bad records through, so an op only ever sees
@@ -24,7 +28,7 @@ records with an image.
 import abc
 import ast
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import grain
 import numpy as np
@@ -36,7 +40,14 @@ _OPS: dict[str, type] = {}
 
 
 class MapOp(grain.transforms.Map):
-  """A deterministic op: `apply` to good records, bad ones pass through."""
+  """A deterministic op: `apply` to good records, bad ones pass through.
+
+  `preparable`: whether the op's output is a uint8 image that
+  `python -m i2i_jax.prepare` may store (False for value_range, whose float32
+  output is 4x larger and cheap to compute).
+  """
+
+  preparable: ClassVar[bool] = True
 
   def map(self, record: dict[str, Any]) -> dict[str, Any]:
     return record if sources.is_bad(record) else self.apply(record)
@@ -88,6 +99,24 @@ def parse(spec: str) -> list[MapOp | RandomMapOp]:
     except (SyntaxError, ValueError, TypeError) as e:
       raise ValueError(f"preprocess op {text!r} in {spec!r}: {e}") from e
   return ops
+
+
+def split_preparable(spec: str) -> tuple[str, str]:
+  """(the leading preparable ops of `spec`, the rest), as op strings.
+
+  "resize(256,512)|random_crop(256,256)|flip_lr|value_range(-1,1)" ->
+  ("resize(256,512)", "random_crop(256,256)|flip_lr|value_range(-1,1)"):
+  the ops up to the first random or non-preparable one (`MapOp.preparable`).
+
+  Raises:
+    ValueError: as `parse`.
+  """
+  parts = [part.strip() for part in spec.split("|") if part.strip()]
+  ops = parse(spec)
+  count = 0
+  while count < len(ops) and isinstance(ops[count], MapOp) and ops[count].preparable:
+    count += 1
+  return "|".join(parts[:count]), "|".join(parts[count:])
 
 
 def _resize(array: np.ndarray, height: int, width: int, resample) -> np.ndarray:
@@ -188,6 +217,7 @@ class FlipLR(RandomMapOp):
 @dataclasses.dataclass(frozen=True)
 class ValueRange(MapOp):
   """Maps the uint8 image [0, 255] to float32 [low, high]."""
+  preparable: ClassVar[bool] = False
   low: float
   high: float
 

@@ -5,6 +5,9 @@
                            to "train"); NAME may carry a config, "cityscapes/fine".
   toy_streets:STYLE[:SPLIT]  the procedural street scenes, STYLE "sim" or "real",
                            SPLIT "train" (default) or "val".
+  prepared:DIR             images (and labels) written by `python -m i2i_jax.prepare`,
+                           the leading deterministic preprocessing ops already
+                           applied (see `prepared.py`); the pipeline skips them.
 
 Every source has `len()` and `[index]`, which returns a record
 
@@ -28,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from i2i_jax.data import files
+from i2i_jax.data import prepared
 from i2i_jax.data import toy_streets
 
 ERROR_KEY = "error"
@@ -269,34 +273,35 @@ def canonical_spec(spec: str) -> str:
   they are (`open_source` names them).
   """
   kind, _, rest = spec.partition(":")
-  if kind == "folder" and rest:
-    return f"folder:{os.path.realpath(rest)}"
+  if kind in ("folder", "prepared") and rest:
+    return f"{kind}:{os.path.realpath(rest)}"
   if kind in ("tfds", "toy_streets") and rest:
     name, _, split = rest.partition(":")
     return f"{kind}:{name}:{split or 'train'}"
   return spec
 
 
-_SOURCE_KINDS = ("folder", "tfds", "toy_streets")
+_SOURCE_KINDS = ("folder", "tfds", "toy_streets", "prepared")
 
 
 def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None):
   """Opens the source named by `spec` (see the module docstring).
 
   A bare path is a folder: any spec whose part before the first ":" is not a
-  source kind (folder, tfds, toy_streets), or that names an existing
+  source kind (folder, tfds, toy_streets, prepared), or that names an existing
   directory, opens as "folder:SPEC". Every command that takes a source relies
   on this one rule.
 
   Args:
-    spec: "folder:PATH", "tfds:NAME[:SPLIT]", "toy_streets:STYLE[:SPLIT]" or PATH.
+    spec: "folder:PATH", "tfds:NAME[:SPLIT]", "toy_streets:STYLE[:SPLIT]",
+      "prepared:DIR" or PATH.
     labels: for folder sources, a folder of label maps matched by relative
       path and stem; "" for none.
     tfds_data_dir: where tfds: sources are stored (None: TFDS's default,
       $TFDS_DATA_DIR or ~/tensorflow_datasets).
 
   Returns:
-    A FolderSource, TfdsSource or ToyStreetsSource.
+    A FolderSource, TfdsSource, ToyStreetsSource or prepared.PreparedSource.
   """
   kind, _, rest = spec.partition(":")
   if kind not in _SOURCE_KINDS or os.path.isdir(spec):
@@ -305,12 +310,15 @@ def open_source(spec: str, *, labels: str = "", tfds_data_dir: str | None = None
     return FolderSource(rest, labels)
   if labels:
     raise ValueError(f"source {spec!r}: a label folder ({labels!r}) only goes "
-                     "with folder: sources; tfds/toy_streets carry their labels")
+                     "with folder: sources; tfds/toy_streets/prepared carry their labels")
   if kind == "tfds" and rest:
     name, _, split = rest.partition(":")
     return TfdsSource(name, split or "train", data_dir=tfds_data_dir)
   if kind == "toy_streets" and rest:
     style, _, split = rest.partition(":")
     return ToyStreetsSource(style, split or "train")
+  if kind == "prepared" and rest:
+    return prepared.PreparedSource(rest)
   raise ValueError(f"unknown source {spec!r}; expected folder:PATH, "
-                   "tfds:NAME[:SPLIT], toy_streets:sim|real[:SPLIT] or a folder path")
+                   "tfds:NAME[:SPLIT], toy_streets:sim|real[:SPLIT], prepared:DIR "
+                   "or a folder path")
