@@ -33,7 +33,6 @@ methods here.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -47,14 +46,27 @@ HEIGHT, WIDTH = 128, 256
 # The downstream U-Nets train at half the evaluation size: 4x cheaper on a CPU, and the
 # classes they are scored on (road, building, sky, ...) are large.
 DOWNSTREAM_SIZE = "64x128"
+# The label-guided options (docs/label_guided.md) read the source labels and a frozen
+# segmenter trained on the *source* images ({source_segmenter}), never the metrics' one.
+_LABELS = ["--config.data.with_labels=True", "--config.model.semantic_segmenter={source_segmenter}"]
 # method -> config file (":{world}" is filled in) and --config overrides; None: not trained.
 METHODS = {
     "vanilla": ("configs/toy_flipping.py:{world}", []),
+    "semantic": ("configs/toy_flipping.py:{world}", _LABELS + ["--config.loss.semantic_coef=1.0"]),
+    "label_bound": ("configs/toy_flipping.py:{world}",
+                    _LABELS + ["--config.model.label_bound_discriminator=True"]),
+    "projection": ("configs/toy_flipping.py:{world}",
+                   _LABELS + ["--config.model.class_conditional_discriminator=True"]),
+    "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
+        "--config.loss.semantic_coef=1.0", "--config.model.label_bound_discriminator=True"]),
     "identity": None,
     "ideal": None,
 }
 COLUMNS = ("fd", "flip_rate", "excess_flip_rate", "detail_retention", "light_state_preserved",
            "downstream_gain")
+# Classes the mismatched real worlds have less of than sim (docs/toy_world.md): a translator
+# that repaints to match the target's statistics flips them first.
+SHRUNK_CLASSES = ("sky", "building", "road")
 
 
 def run(command: list[str], log_path: str) -> None:
@@ -83,18 +95,18 @@ def prepare_data(root: str, val_images: int, target_images: int) -> None:
           os.path.join(root, "data.log"))
 
 
-def train_segmenter(root: str, steps: int) -> str:
-  """ROOT/segmenter: a U-Net trained on both real worlds' train scenes (not Y's images)."""
-  out = os.path.join(root, "segmenter")
+def train_segmenter(root: str, name: str, styles: list[str], steps: int) -> str:
+  """ROOT/<name>: a U-Net trained on the train scenes of toy_streets `styles`."""
+  out = os.path.join(root, name)
   if not os.path.isdir(out):
-    run([sys.executable, "-m", "i2i_jax.train_segmenter", "--data=toy_streets:real_detail",
-         "--data=toy_streets:real_mismatch", f"--size={HEIGHT}x{WIDTH}", f"--steps={steps}",
-         f"--out={out}"], os.path.join(root, "segmenter.log"))
+    run([sys.executable, "-m", "i2i_jax.train_segmenter",
+         *[f"--data=toy_streets:{style}" for style in styles], f"--size={HEIGHT}x{WIDTH}",
+         f"--steps={steps}", f"--out={out}"], os.path.join(root, f"{name}.log"))
   return out
 
 
 def train_and_translate(root: str, method: str, world: str, seed: int, segmenter: str,
-                        steps: int | None) -> tuple[str, float]:
+                        source_segmenter: str, steps: int | None) -> tuple[str, float]:
   """Trains `method` on `world` with `seed`, translates the val scenes.
 
   Returns:
@@ -106,7 +118,8 @@ def train_and_translate(root: str, method: str, world: str, seed: int, segmenter
   log = os.path.join(workdir, "commands.log")
   command = [sys.executable, "-m", "i2i_jax.train", f"--config={config.format(world=world)}",
              f"--workdir={workdir}", f"--config.seed={seed}", f"--config.data.shuffle_seed={seed}",
-             f"--config.evals.flips.segmenter={segmenter}", *overrides]
+             f"--config.evals.flips.segmenter={segmenter}",
+             *[override.format(source_segmenter=source_segmenter) for override in overrides]]
   if steps:
     command.append(f"--config.total_steps={steps}")
   run(command, log)
@@ -156,6 +169,8 @@ def row_values(metrics: dict) -> dict:
       "downstream_gain": downstream.get("mIoU_gain", float("nan")),
       "excess_pairs": {key.split("/", 1)[1]: value for key, value in flips.items()
                        if key.startswith("excess_flip/")},
+      "excess_by_class": {name: flips.get(f"excess_flip_rate/{name}", float("nan"))
+                          for name in SHRUNK_CLASSES},
   }
 
 
@@ -167,9 +182,10 @@ def summarise(values: list[float]) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-  lines = ["| method | world | seeds | FD | flip rate | excess flip rate | worst excess pairs "
+  lines = ["| method | world | seeds | FD | flip rate | excess flip rate | excess of "
+           + " / ".join(SHRUNK_CLASSES) + " | worst excess pairs "
            "| detail retention | light state | downstream gain | train steps/s |",
-           "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+           "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
   for row in rows:
     pairs = {}
     for seed_pairs in row["excess_pairs"]:
@@ -180,6 +196,9 @@ def markdown(rows: list[dict]) -> str:
     worst_text = ", ".join(f"{pair} {np.mean(pairs[pair]):+.2f}" for pair in worst)
     lines.append(f"| {row['method']} | {row['world']} | {len(row['seeds'])} | "
                  + " | ".join(summarise(row[column]) for column in COLUMNS[:3])
+                 + " | " + " / ".join(
+                     f"{np.mean([seed[name] for seed in row['excess_by_class']]):.3f}"
+                     for name in SHRUNK_CLASSES)
                  + f" | {worst_text} | "
                  + " | ".join(summarise(row[column]) for column in COLUMNS[3:])
                  + f" | {summarise(row['steps_per_sec']) if row['steps_per_sec'] else '—'} |")
@@ -215,27 +234,35 @@ def main():
   root = os.path.abspath(args.root)
   os.makedirs(root, exist_ok=True)
   prepare_data(root, args.val_images, args.target_images)
-  segmenter = train_segmenter(root, args.segmenter_steps)
+  # Reads F(X) for the flip metrics: both real worlds' scenes (none of Y's images).
+  segmenter = train_segmenter(root, "segmenter", ["real_detail", "real_mismatch"],
+                              args.segmenter_steps)
+  source_segmenter = ""
+  if any(METHODS[method] and METHODS[method][1] for method in methods):
+    source_segmenter = train_segmenter(root, "source_segmenter", ["sim_detail"],
+                                       args.segmenter_steps)
   val = os.path.join(root, "data", "val")
   rows = []
   for world in worlds:
     for method in methods:
       trained = METHODS[method] is not None
       row = {"method": method, "world": world, "seeds": seeds if trained else [0],
-             "excess_pairs": [], "steps_per_sec": [], **{column: [] for column in COLUMNS}}
+             "excess_pairs": [], "excess_by_class": [], "steps_per_sec": [],
+             **{column: [] for column in COLUMNS}}
       for seed in row["seeds"]:
         if method == "identity":
           translated = os.path.join(val, "sim_detail", "images")
         elif method == "ideal":
           translated = os.path.join(val, "real_mismatch", "images")
         else:
-          translated, steps_per_sec = train_and_translate(root, method, world, seed, segmenter,
-                                                          args.steps or None)
+          translated, steps_per_sec = train_and_translate(
+              root, method, world, seed, segmenter, source_segmenter, args.steps or None)
           row["steps_per_sec"].append(steps_per_sec)
         out = os.path.join(root, "eval", f"{method}_{world}_seed{seed}")
         values = row_values(evaluate(root, translated, world, out, segmenter,
                                      args.downstream_steps))
         row["excess_pairs"].append(values.pop("excess_pairs"))
+        row["excess_by_class"].append(values.pop("excess_by_class"))
         for column in COLUMNS:
           row[column].append(values[column])
       rows.append(row)
