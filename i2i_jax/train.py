@@ -378,9 +378,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   pending = None  # (step, device metrics) not yet checked: read one step late
   history = []
   compiled_step = None
+  # config.profile_steps steps from config.profile_start_step, traced into WORKDIR/profile.
+  profiled = range(config.profile_start_step, config.profile_start_step + config.profile_steps)
+  tracing = False
   try:
     with _StopRequests() as stop_requests:
       for step in range(start_step + 1, config.total_steps + 1):
+        if profiled and step == profiled.start:
+          jax.profiler.start_trace(str(workdir / "profile"))
+          tracing = True
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           host_batch = next(data_iterator)
           batch = sharding.global_batch(
@@ -390,6 +396,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
             compiled_step = _compile(train_step, state, batch)
             timer = (time.perf_counter(), start_step)
           state, metrics = compiled_step(state, batch)
+        if tracing and step == profiled[-1]:
+          jax.block_until_ready(state)
+          jax.profiler.stop_trace()
+          tracing = False
+          logging.info("profiled steps %d-%d into %s", profiled.start, step, workdir / "profile")
         if step == start_step + 1:
           jax.block_until_ready(metrics)
           logging.info("first step done in %.1f s", time.perf_counter() - timer[0])
@@ -433,6 +444,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                           checkpoint.checkpoint_dir(workdir))
           break
   finally:
+    if tracing:
+      jax.profiler.stop_trace()
     manager.wait_until_finished()
     writer.close()
   logging.info(data_iterator.skipped_summary())

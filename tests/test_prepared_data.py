@@ -227,3 +227,15 @@ def test_prepare_command_refuses_outputs_that_could_touch_inputs_and_exits_1_on_
     header = json.load(f)
   assert [s["relpath"] for s in header["skipped"]] == ["part0/scene000.jpg"]
   assert header["count"] == 6 and not header["has_labels"]
+
+
+def test_training_reads_prepared_sources_and_traces_the_steps_it_is_told_to(data, tmp_path):
+  from i2i_jax import train  # pylint: disable=g-import-not-at-top  (JAX: only this test)
+  from i2i_jax.configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.data.update(_config(data, *_prepare_both(data), batch_size=8, with_labels=False))
+  config.update(total_steps=2, profile_steps=1, profile_start_step=2, log_images_every=1000)
+  state = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert int(state.step) == 2
+  traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
