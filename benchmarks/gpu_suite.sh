@@ -4,6 +4,8 @@
 #   benchmarks/gpu_suite.sh steps     LOG_DIR   # parity on the GPU, train-step throughput
 #   benchmarks/gpu_suite.sh translate LOG_DIR   # translate throughput
 #   benchmarks/gpu_suite.sh compare   LOG_DIR   # official vs ours, float32 and bfloat16
+#   benchmarks/gpu_suite.sh input     LOG_DIR   # on-the-fly vs prepared input on this host's
+#                                               # cores; a profiled paper-config run on prepared data
 #
 # Run from the repository root with our stack importable (PYTHONPATH=.), a CUDA
 # build of jax, the fixtures in $I2I_REFERENCE_DIR for `steps`, and for `compare`
@@ -12,7 +14,7 @@
 # and writes LOG_DIR/<name>.log; a failing one does not stop the others.
 # PEAK_TFLOPS (default 989, the H100 SXM's dense bf16 figure) sets the MFU column.
 set -u
-part=${1:?steps, translate or compare}
+part=${1:?steps, translate, compare or input}
 logs=${2:?log directory}
 mkdir -p "$logs"
 peak=${PEAK_TFLOPS:-989}
@@ -49,5 +51,27 @@ case $part in
         --dtype="$dtype" --cases=paper,paper_b8,forward,tiny --steps=10 --warmup=3
     done
     ;;
-  *) echo "unknown part $part (steps, translate or compare)" >&2; exit 2 ;;
+  input)
+    nproc
+    run input_pipeline 240 python3 benchmarks/input_pipeline.py --tables=prepared,codecs \
+      --files=48 --images=192 --batch_size=8 --pipelines=0x1,0x8,4x2,8x2,16x1
+    # 1914x1052 toy scenes, prepared at the paper's resize, then 40 paper-config steps
+    # (random VGG: no download) with steps 21-30 traced into profile_run/profile/.
+    run toy_streets 150 python3 -m i2i_jax.data.toy_streets --out "$logs/toy" --n 32 \
+      --height 1052 --width 1914
+    pp="resize(256,512)|random_crop(256,256)|flip_lr|value_range(-1,1)"
+    run prepare_sim 60 python3 -m i2i_jax.prepare --source="folder:$logs/toy/sim/images" \
+      --labels="$logs/toy/sim/labels" --preprocess="$pp" --out="$logs/prepared_sim"
+    run prepare_real 60 python3 -m i2i_jax.prepare --source="folder:$logs/toy/real/images" \
+      --preprocess="$pp" --out="$logs/prepared_real"
+    run profile 240 python3 -m i2i_jax.train --config=configs/vsait.py \
+      --workdir="$logs/profile_run" --config.model.vgg_weights=random \
+      --config.compute_dtype=bfloat16 --config.data.batch_size=8 \
+      --config.data.source="prepared:$logs/prepared_sim" \
+      --config.data.target="prepared:$logs/prepared_real" --config.data.preprocess="$pp" \
+      --config.total_steps=40 --config.profile_start_step=21 --config.profile_steps=10 \
+      --config.log_every_steps=10 --config.checkpoint.every_steps=1000
+    find "$logs/profile_run/profile" -type f -exec ls -l {} +
+    ;;
+  *) echo "unknown part $part (steps, translate, compare or input)" >&2; exit 2 ;;
 esac

@@ -106,12 +106,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   # Sources are strings (i2i_jax/data/sources.py): folder:PATH, tfds:NAME[:SPLIT],
   # toy_streets:STYLE[:SPLIT] or prepared:DIR. Decoding and resizing large frames
-  # costs ~70 ms of CPU per 1914x1052 image; when the input pipeline cannot keep
-  # the accelerators busy (fewer than ~10 cores per H100 at the paper's 256x256),
-  # run `python -m i2i_jax.prepare --source=... --preprocess=<data.preprocess>
+  # costs ~50 ms of CPU per 1914x1052 PNG, every step; when the input pipeline
+  # cannot keep the accelerators busy (a few hundred images/s per 16 cores), run
+  # `python -m i2i_jax.prepare --source=... --preprocess=<data.preprocess>
   # --out=DIR` once and train on prepared:DIR with the same data.preprocess: the
   # stored images already had the leading deterministic ops (resize) applied, so
-  # training only crops, flips and scales (~1-2 ms per image), with the same
+  # training only crops, flips and scales (~3 ms per image), with the same
   # batches. Labels are stored with their images (leave source_labels empty).
   config.data.source = "folder:data/source/train"
   config.data.target = "folder:data/target/train"

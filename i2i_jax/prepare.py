@@ -10,8 +10,9 @@ random ops and value_range are left to training) and stores the uint8 images,
 with their labels, as ArrayRecord shards in --out (i2i_jax/data/prepared.py).
 Train on them with `--config.data.source=prepared:DIR` and the same
 data.preprocess: the pipeline skips the ops already applied and gives the
-batches of the original source, for a fraction of the CPU (a 1914x1052 PNG costs
-~70 ms of decode and resize, a prepared record ~1-2 ms; benchmarks/RESULTS.md).
+batches of the original source, for a fraction of the CPU (training input from a
+1914x1052 PNG costs ~50 ms per image, from a prepared record ~3 ms;
+benchmarks/RESULTS.md, "Prepared training data").
 
 Images are prepared in --workers processes, with a progress bar, and written in
 shards of --shard_size images, each under a temporary name and renamed when
@@ -322,8 +323,8 @@ _OUT = flags.DEFINE_string(
     "(resumed).", flag_values=FLAGS)
 _CODEC = flags.DEFINE_enum(
     "codec", prepared.DEFAULT_CODEC, list(prepared.CODECS), "Lossless storage of the "
-    "pixels: qoi (default; ~1 ms to decode a 256x512 image, ~0.56 of raw for photographs), "
-    "png, zstd (fastest decode, larger) or raw.", flag_values=FLAGS)
+    "pixels: qoi (default; 0.9 ms to read a 256x512 image, 0.6 of raw's size for "
+    "photographs), png (slower, 0.65), zstd (0.4 ms, 0.9) or raw (0.1 ms).", flag_values=FLAGS)
 _SHARD_SIZE = flags.DEFINE_integer(
     "shard_size", 256, "Images per shard (the unit that a rerun resumes by).",
     lower_bound=1, flag_values=FLAGS)

@@ -229,6 +229,7 @@ def test_prepare_command_refuses_outputs_that_could_touch_inputs_and_exits_1_on_
   assert header["count"] == 6 and not header["has_labels"]
 
 
+@pytest.mark.slow  # 75 s on 2 loaded cores: one compile of the tiny step on 8 devices
 def test_training_reads_prepared_sources_and_traces_the_steps_it_is_told_to(data, tmp_path):
   from i2i_jax import train  # pylint: disable=g-import-not-at-top  (JAX: only this test)
   from i2i_jax.configs import tiny  # pylint: disable=g-import-not-at-top

@@ -5,8 +5,9 @@ source once, applies the leading deterministic ops of a preprocessing string
 (`resize(256,512)`, `center_crop(h,w)`; see `preprocess.split_preparable`) and
 stores the uint8 result; training reads it back as the source
 `prepared:DIR` and applies only the remaining (random) ops. A 1914x1052 PNG
-costs ~70 ms of decode and resize per image on one core; a prepared 256x512
-record ~1 ms (benchmarks/RESULTS.md, "Prepared training data").
+costs ~50 ms of decode and resize per image on one core; the training input
+from a prepared 256x512 record ~3 ms (benchmarks/RESULTS.md, "Prepared training
+data").
 
 A prepared folder holds
 
@@ -54,9 +55,11 @@ def _zstd_decode(data: bytes, shape) -> np.ndarray:
 
 
 # name -> (encode [H, W, 3] uint8 -> bytes, decode (bytes, (H, W)) -> [H, W, 3] uint8).
-# CPU and size per 256x512 frame, measured by benchmarks/input_pipeline.py --codecs
-# (toy_streets "real": noisy photographs, the hard case): qoi 1.1 ms decode, 0.56 of
-# raw; png (fpng encode, libspng decode) 1.6 ms, 0.61; zstd 0.3 ms, 0.88; raw 0 ms.
+# Per 256x512 record of toy_streets "real" frames (noisy, like photographs), read and
+# decoded (benchmarks/input_pipeline.py --tables=codecs; benchmarks/RESULTS.md): qoi
+# 0.90 ms, 229 KiB; png (fpng encode, libspng decode) 1.88 ms, 251 KiB; zstd 0.39 ms,
+# 344 KiB; raw 0.12 ms, 389 KiB. qoi: within ~1 ms of raw for 0.6 of its disk and
+# page cache (GTA5's 24,966 frames: 5.5 GB against 9.5 GB).
 CODECS = {
     "qoi": (imagecodecs.qoi_encode, lambda data, shape: imagecodecs.qoi_decode(data)),
     "png": (fpng.from_ndarray, lambda data, shape: imagecodecs.spng_decode(data)),
