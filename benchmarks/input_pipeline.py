@@ -9,7 +9,8 @@ Three tables (--tables, default all), each printed as markdown:
             folder; each batch holds 2 * batch_size images) and through a
             single-threaded PIL + Python loop doing the same work.
   prepared  toy_streets "real" frames rendered at 1914x1052 (PNG): the same training
-            input on the fly (decode + resize every step) and from `prepared:DIR`
+            input on the fly (decode + resize every step; also the PIL loop, the
+            decoder before issue 15) and from `prepared:DIR`
             (`python -m i2i_jax.prepare`, resize done once), per worker/thread count:
             images/s and CPU ms per image (this process and its grain workers), with
             the images/s those CPU ms allow on a 16-core host.
@@ -153,6 +154,11 @@ def prepared_table(tmp: str, args):
   print("| training input | grain workers | read threads | images/s | CPU ms/image "
         "| 16 cores: images/s |")
   print("|---|---:|---:|---:|---:|---:|")
+  cpu = time.process_time()
+  rate = pil_loop(frames, args.images)
+  cpu_ms = 1000 * (time.process_time() - cpu) / args.images
+  print(f"| on the fly: PIL decode + resize, plain loop (before issue 15) | - | 1 | {rate:.1f} | "
+        f"{cpu_ms:.1f} | {16 * 1000 / cpu_ms:.0f} |", flush=True)
   for label, spec in (("on the fly: PNG decode + resize", f"folder:{frames}"),
                       (f"prepared ({prepared.DEFAULT_CODEC})", f"prepared:{out}")):
     for workers, threads in args.pipelines:
