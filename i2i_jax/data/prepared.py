@@ -59,7 +59,7 @@ def _zstd_decode(data: bytes, shape) -> np.ndarray:
 # decoded (benchmarks/input_pipeline.py --tables=codecs; benchmarks/RESULTS.md): qoi
 # 0.90 ms, 229 KiB; png (fpng encode, libspng decode) 1.88 ms, 251 KiB; zstd 0.39 ms,
 # 344 KiB; raw 0.12 ms, 389 KiB. qoi: within ~1 ms of raw for 0.6 of its disk and
-# page cache (GTA5's 24,966 frames: 5.5 GB against 9.5 GB).
+# page cache (GTA5's 24,966 frames: 5.5 GB against 9.3 GB).
 CODECS = {
     "qoi": (imagecodecs.qoi_encode, lambda data, shape: imagecodecs.qoi_decode(data)),
     "png": (fpng.from_ndarray, lambda data, shape: imagecodecs.spng_decode(data)),
