@@ -120,18 +120,13 @@ def _results(pool, preparer: _Preparer, indices: list[int], stop: threading.Even
         continue
 
 
-def _source_folders(source_spec: str, labels: str) -> list[str]:
-  """The local input folders of a source (to keep --out out of them)."""
-  kind, _, path = sources.canonical_spec(source_spec).partition(":")
-  folders = [path] if kind in ("folder", "prepared") else []
-  return folders + ([os.path.realpath(labels)] if labels else [])
-
-
-def _check_out(out: str, source_spec: str, labels: str):
-  """Raises ValueError if --out could overwrite or read back an input."""
+def _check_out(out: str, source, labels: str):
+  """Raises ValueError if --out could overwrite or read back an input of `source`."""
   if not storage.is_local(out):
     raise ValueError(f"--out={out}: prepared data is written to local folders only")
-  for folder in _source_folders(source_spec, labels):
+  # Folder and prepared sources have a root folder; tfds and toy_streets have none to guard.
+  input_folders = [folder for folder in (getattr(source, "root", ""), labels) if folder]
+  for folder in input_folders:
     if storage.is_within(out, folder) or storage.is_within(folder, out):
       raise ValueError(f"--out={out} and the input folder {folder} overlap; choose an "
                        "--out outside the inputs")
@@ -208,7 +203,7 @@ def prepare(source_spec: str, out: str, preprocess_spec: str, *, labels: str = "
     source = sources.open_source(source_spec, labels=labels, tfds_data_dir=tfds_data_dir)
   except OSError as e:
     raise ValueError(str(e)) from e
-  _check_out(out, source_spec, labels)
+  _check_out(out, source, labels)
   num_shards = -(-len(source) // shard_size)
   header = {"format": prepared.FORMAT, "version": prepared.VERSION,
             "source": sources.canonical_spec(source_spec),

@@ -206,10 +206,11 @@ def test_prepare_command_refuses_outputs_that_could_touch_inputs_and_exits_1_on_
                          *flags_given])
 
   source = f"--source=folder:{data / 'source'}"
-  for out, said in ((data / "source" / "prep", "overlap"), (data / "labels", "overlap"),
-                    (data, "overlap"), (data / "source" / "part0" / "scene000.png", "overlap")):
-    with pytest.raises(cli.UsageError, match=said):
-      run(source, f"--labels={data / 'labels'}", f"--out={out}")
+  for out in (data / "source" / "prep", data / "labels", data,
+              data / "source" / "part0" / "scene000.png"):
+    for spec in (source, f"--source={data / 'source'}"):  # a bare path is a folder too
+      with pytest.raises(cli.UsageError, match="overlap"):
+        run(spec, f"--labels={data / 'labels'}", f"--out={out}")
   (data / "other").mkdir()
   (data / "other" / "notes.txt").write_text("mine")
   with pytest.raises(cli.UsageError, match="holds other files"):
