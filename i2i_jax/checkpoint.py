@@ -36,6 +36,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from i2i_jax.models import generator as generator_lib
+from i2i_jax.models import label_guidance
 from i2i_jax.models import vsait
 
 
@@ -333,10 +334,15 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LoadedGenerator:
-  """A trained generator ready to apply: `module.apply(variables, images)`."""
+  """A trained generator ready to apply: `module.apply(variables, images)`.
+
+  A label-conditioned generator (config.model.label_conditioned_generator) is
+  loaded as a `label_guidance.PseudoLabelledGenerator`: its frozen source
+  segmenter gives it the classes of the images it translates.
+  """
   config: ml_collections.ConfigDict
   step: int
-  module: generator_lib.ResNetGenerator
+  module: generator_lib.ResNetGenerator | label_guidance.PseudoLabelledGenerator
   variables: dict[str, Any]
   path: str
 
@@ -354,6 +360,7 @@ def load_generator(path: str | epath.PathLike, step: int | None = None,
   Raises:
     FileNotFoundError: naming the directory when it holds no checkpoint.
     DamagedCheckpointError: `step` (or, without `step`, every step) cannot be read.
+    ValueError: a label-conditioned generator without its frozen segmenter.
   """
   path = epath.Path(path)
   workdir = path.parent if path.name == "checkpoints" else path
@@ -374,6 +381,14 @@ def load_generator(path: str | epath.PathLike, step: int | None = None,
     _advise_moving(manager, damaged)
   config = ml_collections.ConfigDict(restored["config"])
   modules = vsait.build_modules(config.model, jnp.dtype(compute_dtype or config.compute_dtype))
-  variables = restored["state"]["variables"]["generator"]
-  return LoadedGenerator(config=config, step=int(step), module=modules.generator,
+  variables = restored["state"]["variables"]
+  module, variables = modules.generator, variables["generator"]
+  if modules.generator.label_classes:
+    if modules.segmenter is None:
+      raise ValueError(f"{directory}: a label-conditioned generator trained without "
+                       "config.model.semantic_segmenter; nothing can give it the classes of "
+                       "the images it translates")
+    module = label_guidance.PseudoLabelledGenerator(modules.generator, modules.segmenter)
+    variables = {"generator": variables, "segmenter": restored["state"]["variables"]["segmenter"]}
+  return LoadedGenerator(config=config, step=int(step), module=module,
                          variables=variables, path=str(directory))

@@ -17,6 +17,7 @@ from i2i_jax import losses
 from i2i_jax import metric_writer
 from i2i_jax import train
 from i2i_jax import training
+from i2i_jax import translator as translator_lib
 from i2i_jax import vsa
 from i2i_jax.configs import tiny
 from i2i_jax.metrics import segmenter as segmenter_lib
@@ -281,3 +282,17 @@ def test_every_option_trains_sharded_in_bfloat16_through_the_trainer(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.variables["segmenter"]),
                {"params": jax.device_get(params)})
   assert (tmp_path / "run" / "samples" / "step_00000002.png").exists()
+  # Translating a data set: the label-conditioned generator is loaded with its frozen
+  # segmenter, which labels what it translates, as training's evaluations do.
+  # (In float32: bfloat16 rounding may flip a pseudo-label between two compilations.)
+  loaded = checkpoint.load_generator(tmp_path / "run", compute_dtype="float32")
+  assert isinstance(loaded.module, label_guidance.PseudoLabelledGenerator)
+  images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), np.uint8)
+  translator = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=32)  # no padding
+  translated = translator.translate(images)
+  config.compute_dtype = "float32"
+  fns = training.make_step_functions(config)
+  expected = training.translate(jax.device_get(state.variables),
+                                images.astype(np.float32) / 127.5 - 1.0, fns)
+  expected = np.clip(np.round((np.asarray(expected, np.float32) + 1) * 127.5), 0, 255)
+  assert np.abs(translated.astype(int) - expected).max() <= 1

@@ -55,8 +55,10 @@ they exert no pressure on it. The projection discriminator reaches the same end
 with a learned class embedding instead of a fixed code.
 """
 
+import dataclasses
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,3 +119,21 @@ def restore_segmenter_params(path: str, num_classes: int,
         f"{found[1]}; expected config.model.label_classes={num_classes} and widths "
         f"{tuple(features)}")
   return jax.tree.map(np.asarray, restored.params)
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoLabelledGenerator:
+  """A label-conditioned generator fed the frozen segmenter's classes of its own input.
+
+  What translates with such a generator outside training (`checkpoint.load_generator`,
+  `python -m i2i_jax.translate`): `apply(variables, images)` like a plain
+  generator, with variables {"generator": ..., "segmenter": ...}. The segmenter
+  was trained on the source domain, whose images are what is translated.
+  """
+  generator: nn.Module
+  segmenter: segmenter_lib.SmallUNet
+
+  def apply(self, variables: dict[str, Any], images: jax.Array) -> jax.Array:
+    """images [B, H, W, 3] in [-1, 1] -> G(images, seg(images)), the same shape."""
+    labels = pseudo_labels(self.segmenter, variables["segmenter"], images)
+    return self.generator.apply(variables["generator"], images, labels)
