@@ -21,6 +21,8 @@ The worlds (`World`, what is where and how often):
   * mismatch: the detail world laid out the way Cityscapes differs from GTA5:
     more vegetation (front gardens, larger trees), less sky (taller buildings),
     more and parked cars, wider sidewalks.
+  * overgrown: the mismatch pushed to its end (almost no sky, vegetation over a
+    third of the image), which makes vanilla VSAIT flip at a demo's budget.
 
   style          camera  train world  val world
   sim            sim     original     original
@@ -28,6 +30,7 @@ The worlds (`World`, what is where and how often):
   sim_detail     sim     detail       detail
   real_detail    real    detail       detail
   real_mismatch  real    mismatch     detail
+  real_overgrown real    overgrown    detail
 
 The same seed gives the same scene (layout, object colours, label map) in every
 style of the same world; training stays unpaired by drawing the domains from
