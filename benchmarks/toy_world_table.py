@@ -113,7 +113,7 @@ def train_and_translate(root: str, method: str, world: str, seed: int, segmenter
     (the folder of F(X), the run's median logged training steps/s).
   """
   config, overrides = METHODS[method]
-  workdir = os.path.join(root, "runs", f"{method}_{world}_seed{seed}")
+  workdir = run_dir(root, method, world, seed)
   os.makedirs(workdir, exist_ok=True)
   log = os.path.join(workdir, "commands.log")
   command = [sys.executable, "-m", "i2i_jax.train", f"--config={config.format(world=world)}",
@@ -128,10 +128,19 @@ def train_and_translate(root: str, method: str, world: str, seed: int, segmenter
     run([sys.executable, "-m", "i2i_jax.translate", f"--workdir={workdir}",
          f"--input={os.path.join(root, 'data', 'val', 'sim_detail', 'images')}",
          f"--output={translated}"], log)
+  return os.path.join(translated, "images"), training_speed(workdir)
+
+
+def run_dir(root: str, method: str, world: str, seed: int) -> str:
+  return os.path.join(root, "runs", f"{method}_{world}_seed{seed}")
+
+
+def training_speed(workdir: str) -> float:
+  """The median of a run's logged training steps/s."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     speeds = [record["steps_per_sec"] for record in map(json.loads, f)
               if record.get("steps_per_sec")]
-  return os.path.join(translated, "images"), float(np.median(speeds))
+  return float(np.median(speeds))
 
 
 def evaluate(root: str, translated: str, world: str, out: str, segmenter: str,
@@ -223,6 +232,8 @@ def main():
   parser.add_argument("--downstream_steps", type=int, default=300)
   parser.add_argument("--json", default="", help="Also write the table's JSON here.")
   parser.add_argument("--markdown", default="", help="Also write the markdown table here.")
+  parser.add_argument("--table_only", action="store_true",
+                      help="Train and evaluate nothing: the table of the runs already evaluated.")
   args = parser.parse_args()
   methods = args.methods.split(",")
   worlds = args.worlds.split(",")
@@ -233,7 +244,8 @@ def main():
       parser.error(f"--{flag}: unknown {', '.join(unknown)}; expected some of {', '.join(known)}")
   root = os.path.abspath(args.root)
   os.makedirs(root, exist_ok=True)
-  prepare_data(root, args.val_images, args.target_images)
+  if not args.table_only:
+    prepare_data(root, args.val_images, args.target_images)
   # Reads F(X) for the flip metrics: both real worlds' scenes (none of Y's images).
   segmenter = train_segmenter(root, "segmenter", ["real_detail", "real_mismatch"],
                               args.segmenter_steps)
@@ -247,25 +259,36 @@ def main():
     for method in methods:
       trained = METHODS[method] is not None
       row = {"method": method, "world": world, "seeds": seeds if trained else [0],
-             "excess_pairs": [], "excess_by_class": [], "steps_per_sec": [],
+             "evaluated_seeds": [], "excess_pairs": [], "excess_by_class": [], "steps_per_sec": [],
              **{column: [] for column in COLUMNS}}
       for seed in row["seeds"]:
+        out = os.path.join(root, "eval", f"{method}_{world}_seed{seed}")
+        if args.table_only and not os.path.isfile(os.path.join(out, "report.json")):
+          continue
         if method == "identity":
           translated = os.path.join(val, "sim_detail", "images")
         elif method == "ideal":
           translated = os.path.join(val, "real_mismatch", "images")
+        elif args.table_only:
+          translated = ""  # evaluated already
+          row["steps_per_sec"].append(training_speed(run_dir(root, method, world, seed)))
         else:
           translated, steps_per_sec = train_and_translate(
               root, method, world, seed, segmenter, source_segmenter, args.steps or None)
           row["steps_per_sec"].append(steps_per_sec)
-        out = os.path.join(root, "eval", f"{method}_{world}_seed{seed}")
+        # Identity trains the downstream U-Net on X twice: its gain is 0 by definition.
         values = row_values(evaluate(root, translated, world, out, segmenter,
-                                     args.downstream_steps))
+                                     0 if method == "identity" else args.downstream_steps))
+        if method == "identity":
+          values["downstream_gain"] = 0.0
+        row["evaluated_seeds"].append(seed)
         row["excess_pairs"].append(values.pop("excess_pairs"))
         row["excess_by_class"].append(values.pop("excess_by_class"))
         for column in COLUMNS:
           row[column].append(values[column])
-      rows.append(row)
+      if row["evaluated_seeds"]:
+        row["seeds"] = row.pop("evaluated_seeds")
+        rows.append(row)
   table = markdown(rows)
   print(table)
   outputs = [(os.path.join(root, "table.md"), table),
