@@ -50,7 +50,7 @@ def test_demo_model_shrinks_the_distance_to_the_real_style(tmp_path):
     workdir = str(tmp_path / "demo")
     _run("i2i_jax.train", "--config=configs/demo.py", f"--workdir={workdir}")
   toy = tmp_path / "toy"
-  _run("i2i_jax.data.toy_streets", f"--out={toy}", "--n=200", "--split=val", "--height=64",
+  _run("i2i_jax.data.toy_streets", f"--out={toy}", "--n=100", "--split=val", "--height=64",
        "--width=128")
   translated = tmp_path / "translated"
   _run("i2i_jax.translate", f"--workdir={workdir}", f"--input=folder:{toy / 'sim' / 'images'}",
