@@ -371,7 +371,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         if picture is not None:
           writer.write_images(step, {f"eval/{name}": picture.astype(np.float32) / 255})
           if jax.process_index() == 0:
-            with storage.atomic_write(workdir / "samples" / f"eval_{name}_step_{step:08d}.png") as f:
+            path = workdir / "samples" / f"eval_{name}_step_{step:08d}.png"
+            with storage.atomic_write(path) as f:
               Image.fromarray(picture).save(f, format="PNG")
         logging.info("evaluator %s at step %d: %.1f s", name, step, time.perf_counter() - start)
 
