@@ -1,33 +1,47 @@
 """Flipping and lost detail, measured: translators trained on the toy worlds, one table.
 
-  python benchmarks/toy_world_table.py --root=/tmp/toy_table
+  python benchmarks/toy_world_table.py --root=/tmp/toy_table \
+      --worlds=mismatch,overgrown,matched --seeds=0,1
+      issue 13's baseline: vanilla VSAIT (configs/toy_flipping.py, the demo's
+      model and budget) trained from sim_detail into each real world, beside the
+      identity (F(X) = X) and ideal (F(X) = the real-style render of the same
+      scenes) rows; ~1 hour per trained row and seed on a 2-core CPU.
+  python benchmarks/toy_world_table.py --root=/tmp/toy_table --worlds=overgrown \
+      --methods=vanilla,semantic,label_bound,projection,spade,semantic+label_bound,identity,ideal \
+      --json=benchmarks/results/label_guided_ablation.json
+      issue 14's ablation: the label-guided options (docs/label_guided.md) with
+      the same budget and seeds.
 
-trains vanilla VSAIT (configs/toy_flipping.py, the demo's model and budget) on
-sim_detail -> real_mismatch and on sim_detail -> real_detail for each seed,
-evaluates every run and the two reference rows, identity (F(X) = X) and ideal
-(F(X) = the real-style render of the same scenes), with the same evaluator, and
-writes ROOT/table.md and ROOT/table.json (and, with --json/--markdown, copies
-for benchmarks/results/). Every step is a command users run, started as a
+Worlds (the target domain; docs/toy_world.md): `mismatch` real_mismatch
+(Cityscapes-like differences from sim), `overgrown` real_overgrown (the same
+pushed to its end), `matched` real_detail (the control: only the camera
+differs). Every run is evaluated on the same held-out scenes, so the rows are
+comparable across worlds. Every step is a command users run, started as a
 subprocess, and skipped when its output exists, so a rerun resumes:
 
   1. data       python -m i2i_jax.data.toy_streets: --val_images val scenes
                 (sim_detail, and their ideal, real_mismatch = real_detail) and
                 --target_images train scenes of each real world (Y), at 128x256.
-  2. segmenter  python -m i2i_jax.train_segmenter on real_detail and
-                real_mismatch train scenes: reads F(X) for the flip metrics.
-  3. per world and seed: python -m i2i_jax.train, then python -m
+  2. segmenters python -m i2i_jax.train_segmenter on real_detail and
+                real_mismatch train scenes (reads F(X) for the flip metrics), and
+                on sim_detail for the label-guided options' frozen segmenter.
+  3. per method, world and seed: python -m i2i_jax.train, then python -m
                 i2i_jax.translate of the val scenes.
   4. per row:   python -m i2i_jax.evaluate (FD, flips raw and in excess of the
                 ideal's, detail retention, light states, downstream gain).
 
-Columns (mean +- std over seeds): FD to Y (random-init Inception offline),
-flip rate (share of X's labelled pixels that seg(F(X)) reads as another
-class), excess flip rate (the same minus the ideal translation's, i.e. what the
-translator adds to the segmenter's own errors), the worst excess class pairs,
-segmenter-free detail retention of poles, lights and signs, light-state
-accuracy, and downstream gain (mIoU on Y of a U-Net trained on F(X) minus one
-trained on X). `--methods` picks rows; issue 14's label-guided variants add
-methods here.
+Writes ROOT/table.md and ROOT/table.json (with --markdown/--json, copies too):
+one row per method and world, a list of one value per seed in each column (the
+JSON's "method", "world", "seeds", "fd", "flip_rate", "excess_flip_rate",
+"detail_retention", "light_state_preserved", "downstream_gain", "steps_per_sec").
+Columns (mean +- std over seeds): FD to Y (random-init Inception offline), flip
+rate (share of X's labelled pixels that seg(F(X)) reads as another class),
+excess flip rate (the same minus the ideal translation's: what the translator
+adds to the segmenter's own errors), the excess of the classes the mismatched
+worlds shrink, the worst excess class pairs, segmenter-free detail retention of
+poles, lights and signs, light-state accuracy, downstream gain (mIoU on Y of a
+U-Net trained on F(X) minus one trained on X, at 64x128) and training steps/s
+(runs share the CPU: a rough figure).
 """
 
 import argparse
@@ -57,6 +71,8 @@ METHODS = {
                     _LABELS + ["--config.model.label_bound_discriminator=True"]),
     "projection": ("configs/toy_flipping.py:{world}",
                    _LABELS + ["--config.model.class_conditional_discriminator=True"]),
+    "spade": ("configs/toy_flipping.py:{world}",
+              _LABELS + ["--config.model.label_conditioned_generator=True"]),
     "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
         "--config.loss.semantic_coef=1.0", "--config.model.label_bound_discriminator=True"]),
     "identity": None,
@@ -70,7 +86,7 @@ SHRUNK_CLASSES = ("sky", "building", "road")
 
 
 def run(command: list[str], log_path: str) -> None:
-  """Runs `command` from the repository root, its output to `log_path`; exits naming it on failure."""
+  """Runs `command` from the repository root, output to `log_path`; exits naming it on failure."""
   print("$", " ".join(command), flush=True)
   start = time.time()
   with open(log_path, "a") as log:
@@ -221,7 +237,7 @@ def main():
   parser.add_argument("--root", required=True, help="Working folder (resumable).")
   parser.add_argument("--methods", default="vanilla,identity,ideal",
                       help=f"Rows, from {', '.join(METHODS)}.")
-  parser.add_argument("--worlds", default="mismatch,matched",
+  parser.add_argument("--worlds", default="mismatch,overgrown,matched",
                       help=f"From {', '.join(WORLD_TARGETS)}.")
   parser.add_argument("--seeds", default="0,1,2", help="Seeds of the trained methods.")
   parser.add_argument("--steps", type=int, default=0,
