@@ -23,7 +23,9 @@ are in TensorBoard and WORKDIR/samples/. Every 500 steps (and at the last)
 the "detail" evaluator translates 16 held-out toy_streets:sim_detail:val scenes
 at 128x256 and logs `eval/detail/retention`, `eval/detail/contrast` and
 `eval/detail/light_state_accuracy` (poles, lights and signs that survive, beside
-the ideal translation's under `eval/detail/ideal/`): about 1.5 s per evaluation
+the ideal translation's under `eval/detail/ideal/`) and draws two of the scenes,
+X | F(X) | ideal at 128x256, above crops of the worst-kept objects
+(samples/eval_detail_step_*.png): about 1.5 s per evaluation
 plus one compile of about 2 s on the shared 2-core CPU (2026-11-26), ~2% of the
 run.
 """
