@@ -217,8 +217,9 @@ def markdown(rows: list[dict]) -> str:
       for pair, value in seed_pairs.items():
         pairs.setdefault(pair, []).append(value)
     # A pair is reported for a seed when it is among that run's largest flips or excesses.
-    worst = sorted(pairs, key=lambda pair: -np.mean(pairs[pair]))[:3]
-    worst_text = ", ".join(f"{pair} {np.mean(pairs[pair]):+.2f}" for pair in worst)
+    worst = sorted((pair for pair in pairs if np.mean(pairs[pair]) > 0),
+                   key=lambda pair: -np.mean(pairs[pair]))[:3]
+    worst_text = ", ".join(f"{pair} {np.mean(pairs[pair]):+.2f}" for pair in worst) or "—"
     lines.append(f"| {row['method']} | {row['world']} | {len(row['seeds'])} | "
                  + " | ".join(summarise(row[column]) for column in COLUMNS[:3])
                  + " | " + " / ".join(
