@@ -20,7 +20,8 @@ source takes them from --labels (one --labels per folder --data, in order).
 The output folder holds config.json and the Orbax checkpoint params/; it is
 written under a temporary name and renamed when complete, so an interrupted run
 leaves no half-written segmenter (a stale `.tmp` folder is replaced on rerun).
-An existing --out is refused unless --overwrite. Prints the pixel accuracy and
+An existing --out is refused unless --overwrite, and an --out that is, holds or
+lies inside an input or label folder always. Prints the pixel accuracy and
 mIoU on --val_images held-out images of each source's val split where it has one.
 
 Exit codes (`i2i_jax.cli`): 0 saved; 2 a usage error naming the flag (a
@@ -97,6 +98,16 @@ def _open_all(specs: Sequence[str], label_folders: Sequence[str]) -> list:
   return opened
 
 
+def _check_out(out: epath.Path, opened: Sequence, label_folders: Sequence[str]) -> None:
+  """UsageError when --out is, holds or lies in an input or label folder (--overwrite would
+  delete it; a segmenter written among the images would be read back as one)."""
+  folders = [getattr(source, "root", "") for source in opened] + list(label_folders)
+  for folder in filter(None, folders):
+    if storage.is_within(out, folder) or storage.is_within(folder, out):
+      raise cli.UsageError(f"--out={out} overlaps the input folder {folder}; write the "
+                           "segmenter elsewhere")
+
+
 def _is_folder_spec(spec: str) -> bool:
   """Whether `open_source` opens `spec` as a folder (its one rule)."""
   return spec.partition(":")[0] not in ("tfds", "toy_streets") or epath.Path(spec).is_dir()
@@ -139,9 +150,10 @@ def main(argv: Sequence[str]) -> int:
     if flag.value < 1:
       raise cli.UsageError(f"--{name}={flag.value}: expected a positive integer")
   out = epath.Path(_OUT.value)
+  opened = _open_all(_DATA.value, _LABELS.value)
+  _check_out(out, opened, _LABELS.value)
   if out.exists() and not _OVERWRITE.value:
     raise cli.UsageError(f"--out={out} already exists; choose another folder or pass --overwrite")
-  opened = _open_all(_DATA.value, _LABELS.value)
   images, labels = [], []
   for spec, source in zip(_DATA.value, opened):
     source_images, source_labels = _pairs(spec, source, _NUM_IMAGES.value)

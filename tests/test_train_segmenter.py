@@ -1,5 +1,6 @@
 """`python -m i2i_jax.train_segmenter`: trains, saves a checkpoint that loads, refuses bad input."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -72,3 +73,20 @@ def test_a_folder_without_labels_is_refused(tmp_path):
                            width=64)
   assert_usage_error(run_cli(f"--data=folder:{tmp_path}/data/real/images", "--size=32x64",
                              f"--out={tmp_path}/seg"), "has no labels")
+
+
+def _hashes(folder):
+  return {path: hashlib.sha256(path.read_bytes()).hexdigest()
+          for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("out", ["data/real/images", "data/real/labels/seg", "data"])
+def test_an_out_over_an_input_or_label_folder_is_refused_even_with_overwrite(tmp_path, out):
+  toy_streets.write_folder(str(tmp_path / "data"), 2, style="real", split="train", height=32,
+                           width=64)
+  before = _hashes(tmp_path / "data")
+  assert_usage_error(run_cli(f"--data=folder:{tmp_path}/data/real/images",
+                             f"--labels={tmp_path}/data/real/labels", "--size=32x64",
+                             "--steps=1", "--overwrite", f"--out={tmp_path / out}"),
+                     "overlaps the input folder")
+  assert _hashes(tmp_path / "data") == before
