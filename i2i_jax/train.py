@@ -293,6 +293,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     mesh = sharding.make_mesh()
     sharding.check_batch_split(config.data.batch_size, config.grad_accum_steps, mesh)
     fns = training.make_step_functions(config)
+    if config.profile_steps and config.profile_start_step < 1:
+      raise ValueError(f"config.profile_start_step={config.profile_start_step}: steps count "
+                       "from 1, so nothing would be traced")
     segmenter_params = load_segmenter_params(config, fns)
     logging.info("building the input pipeline: %s -> %s", config.data.source, config.data.target)
     data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)

@@ -157,6 +157,14 @@ def test_evaluators_from_the_config_log_to_the_metrics_file(tmp_path):
     assert picture.width >= 3 * 256 and picture.height >= 2 * 128
 
 
+def test_a_profile_window_before_step_one_is_a_config_error(tmp_path):
+  config = _config()
+  config.profile_steps, config.profile_start_step = 2, 0
+  with pytest.raises(train.ConfigError, match=r"config\.profile_start_step=0"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
 def test_an_unknown_evaluator_is_a_config_error_before_anything_is_written(tmp_path):
   config = _config()
   config.evals.sharp = dict(_detail_evaluator(every_steps=2), type="sharpness")
