@@ -117,6 +117,17 @@ def fail(message: str, exit_code: int) -> None:
   sys.exit(exit_code)
 
 
+def parse_size(flag: str, text: str) -> tuple[int, int]:
+  """"HxW" -> (H, W), each at least 4; a UsageError naming `--flag` otherwise."""
+  try:
+    height, width = (int(part) for part in text.lower().split("x"))
+  except ValueError as e:
+    raise UsageError(f"--{flag}={text!r}: expected HEIGHTxWIDTH, e.g. 256x512.") from e
+  if height < 4 or width < 4:
+    raise UsageError(f"--{flag}={text!r}: height and width must be at least 4.")
+  return height, width
+
+
 def program_name() -> str:
   """How the user started this program, e.g. "python -m i2i_jax.translate"."""
   main = sys.modules.get("__main__")

@@ -204,17 +204,6 @@ class _FeaturesOnce:
     return self._computed[id(images)][1]
 
 
-def _parse_size(text: str) -> tuple[int, int] | None:
-  if not text:
-    return None
-  try:
-    height, width = (int(part) for part in text.lower().split("x"))
-  except ValueError as e:
-    raise cli.UsageError(f"--segmenter_size={text!r}: expected HEIGHTxWIDTH, e.g. 256x512.") from e
-  if height < 4 or width < 4:
-    raise cli.UsageError(f"--segmenter_size={text!r}: height and width must be at least 4.")
-  return height, width
-
 
 def _check_settings(*, fd_network: str, inception_weights: str, segmenter: str,
                     segmenter_steps: int, downstream_steps: int, kid_subsets: int,
@@ -374,7 +363,7 @@ def evaluate(*, source: str, translated: str, target: str, out: str, labels: str
                   segmenter=segmenter, segmenter_steps=segmenter_steps,
                   downstream_steps=downstream_steps, kid_subsets=kid_subsets,
                   kid_subset_size=kid_subset_size, worst_k=worst_k, batch_size=batch_size)
-  train_size = _parse_size(segmenter_size)
+  train_size = cli.parse_size("segmenter_size", segmenter_size) if segmenter_size else None
   inputs = dict(source=source, labels=labels, translated=translated, target=target,
                 target_labels=target_labels, ideal=ideal, instances=instances,
                 fd_network=fd_network, fid_resize_mode=fid_resize, segmenter=segmenter)

@@ -69,17 +69,6 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out.",
                                flag_values=FLAGS)
 
 
-def parse_size(flag: str, text: str) -> tuple[int, int]:
-  """"HxW" -> (H, W); a UsageError naming `flag` otherwise."""
-  try:
-    height, width = (int(part) for part in text.lower().split("x"))
-  except ValueError as e:
-    raise cli.UsageError(f"--{flag}={text!r}: expected HEIGHTxWIDTH, e.g. 128x256.") from e
-  if height < 4 or width < 4:
-    raise cli.UsageError(f"--{flag}={text!r}: height and width must be at least 4.")
-  return height, width
-
-
 def _open_all(specs: Sequence[str], label_folders: Sequence[str]) -> list:
   """The --data sources, each folder one with the next --labels; UsageError naming the flag."""
   label_folders = list(label_folders)
@@ -145,7 +134,7 @@ def main(argv: Sequence[str]) -> int:
   arguments = cli.parse_flags(argv, FLAGS, __doc__)
   if len(arguments) > 1:
     raise cli.UsageError(f"unexpected arguments {arguments[1:]}")
-  height, width = parse_size("size", _SIZE.value)
+  height, width = cli.parse_size("size", _SIZE.value)
   for name, flag in (("num_images", _NUM_IMAGES), ("steps", _STEPS), ("batch_size", _BATCH_SIZE)):
     if flag.value < 1:
       raise cli.UsageError(f"--{name}={flag.value}: expected a positive integer")
