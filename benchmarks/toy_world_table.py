@@ -160,8 +160,11 @@ def training_speed(workdir: str) -> float:
 
 
 def evaluate(root: str, translated: str, world: str, out: str, segmenter: str,
-             downstream_steps: int) -> dict:
-  """`python -m i2i_jax.evaluate` of one F(X) of the val scenes against world's Y; its metrics."""
+             downstream_steps: int, seed: int) -> dict:
+  """`python -m i2i_jax.evaluate` of one F(X) of the val scenes against world's Y; its metrics.
+
+  `seed` seeds the evaluation itself (the random-init Inception of FD, the downstream U-Nets).
+  """
   if not os.path.isfile(os.path.join(out, "report.json")):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     val = os.path.join(root, "data", "val")
@@ -172,7 +175,7 @@ def evaluate(root: str, translated: str, world: str, out: str, segmenter: str,
          f"--ideal=folder:{val}/real_mismatch/images", f"--target=folder:{target}/images",
          f"--target_labels={target}/labels", f"--segmenter={segmenter}",
          f"--downstream_steps={downstream_steps}", f"--segmenter_size={DOWNSTREAM_SIZE}",
-         f"--out={out}"],
+         f"--seed={seed}", f"--out={out}"],
         os.path.join(os.path.dirname(out), "evaluate.log"))
   with open(os.path.join(out, "report.json")) as f:
     return json.load(f)["metrics"]
@@ -240,7 +243,9 @@ def main():
                       help=f"Rows, from {', '.join(METHODS)}.")
   parser.add_argument("--worlds", default="mismatch,overgrown,matched",
                       help=f"From {', '.join(WORLD_TARGETS)}.")
-  parser.add_argument("--seeds", default="0,1,2", help="Seeds of the trained methods.")
+  parser.add_argument("--seeds", default="0,1,2", help="Seeds of the trained methods (training and shuffling); the identity and "
+                      "ideal rows, untrained, are evaluated once per seed with the evaluation "
+                      "seeded instead (FD network, downstream U-Nets).")
   parser.add_argument("--steps", type=int, default=0,
                       help="Training steps (0: the config's, the demo budget).")
   parser.add_argument("--val_images", type=int, default=64)
@@ -275,7 +280,7 @@ def main():
   for world in worlds:
     for method in methods:
       trained = METHODS[method] is not None
-      row = {"method": method, "world": world, "seeds": seeds if trained else [0],
+      row = {"method": method, "world": world, "seeds": seeds,
              "evaluated_seeds": [], "excess_pairs": [], "excess_by_class": [], "steps_per_sec": [],
              **{column: [] for column in COLUMNS}}
       for seed in row["seeds"]:
@@ -294,8 +299,11 @@ def main():
               root, method, world, seed, segmenter, source_segmenter, args.steps or None)
           row["steps_per_sec"].append(steps_per_sec)
         # Identity trains the downstream U-Net on X twice: its gain is 0 by definition.
+        # Trained rows share one evaluation (seed 0: the same FD network for all); the
+        # untrained rows have nothing to seed but the evaluation, whose seed varies instead.
         values = row_values(evaluate(root, translated, world, out, segmenter,
-                                     0 if method == "identity" else args.downstream_steps))
+                                     0 if method == "identity" else args.downstream_steps,
+                                     seed=seed if not trained else 0))
         if method == "identity":
           values["downstream_gain"] = 0.0
         row["evaluated_seeds"].append(seed)
