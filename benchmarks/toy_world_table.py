@@ -243,9 +243,10 @@ def main():
                       help=f"Rows, from {', '.join(METHODS)}.")
   parser.add_argument("--worlds", default="mismatch,overgrown,matched",
                       help=f"From {', '.join(WORLD_TARGETS)}.")
-  parser.add_argument("--seeds", default="0,1,2", help="Seeds of the trained methods (training and shuffling); the identity and "
-                      "ideal rows, untrained, are evaluated once per seed with the evaluation "
-                      "seeded instead (FD network, downstream U-Nets).")
+  parser.add_argument("--seeds", default="0,1,2",
+                      help="Seeds of the trained methods (training and shuffling); the identity "
+                      "and ideal rows, untrained, are evaluated once per seed with the "
+                      "evaluation seeded instead (FD network, downstream U-Nets).")
   parser.add_argument("--steps", type=int, default=0,
                       help="Training steps (0: the config's, the demo budget).")
   parser.add_argument("--val_images", type=int, default=64)
