@@ -30,7 +30,9 @@ subprocess, and skipped when its output exists, so a rerun resumes:
   4. per row:   python -m i2i_jax.evaluate (FD, flips raw and in excess of the
                 ideal's, detail retention, light states, downstream gain).
 
-Writes ROOT/table.md and ROOT/table.json (with --markdown/--json, copies too):
+Writes ROOT/picture_<world>.png (X, each trained method's F(X) of the first
+seed and the ideal, for two scenes and crops of lights and signs) and
+ROOT/table.md and ROOT/table.json (with --picture/--markdown/--json, copies too):
 one row per method and world, a list of one value per seed in each column (the
 JSON's "method", "world", "seeds", "fd", "flip_rate", "excess_flip_rate",
 "detail_retention", "light_state_preserved", "downstream_gain", "steps_per_sec").
@@ -41,7 +43,8 @@ adds to the segmenter's own errors), the excess of the classes the mismatched
 worlds shrink, the worst excess class pairs, segmenter-free detail retention of
 poles, lights and signs, light-state accuracy, downstream gain (mIoU on Y of a
 U-Net trained on F(X) minus one trained on X, at 64x128) and training steps/s
-(runs share the CPU: a rough figure).
+with the step time relative to vanilla's in the same world (runs share the CPU:
+a rough figure).
 """
 
 import argparse
@@ -52,6 +55,10 @@ import sys
 import time
 
 import numpy as np
+from PIL import Image
+
+from i2i_jax.metrics import detail_pictures
+from i2i_jax.metrics import pictures
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_TARGETS = {"mismatch": "real_mismatch", "overgrown": "real_overgrown",
@@ -202,6 +209,68 @@ def row_values(metrics: dict) -> dict:
   }
 
 
+def _read_images(folder: str, names: list[str]) -> list[np.ndarray]:
+  return [np.asarray(Image.open(os.path.join(folder, name)).convert("RGB")) for name in names]
+
+
+def small_objects(instance_folder: str, names: list[str], count: int) -> list[tuple[int, list]]:
+  """(image index, box) of up to `count` well visible traffic lights and signs, lights first."""
+  found = {"traffic light": [], "traffic sign": []}
+  for index, name in enumerate(names):
+    with open(os.path.join(instance_folder, os.path.splitext(name)[0] + ".json")) as f:
+      for instance in json.load(f):
+        if (instance["class"] in found and instance.get("visible", 1.0) >= 0.9
+            and instance["area"] >= 30):
+          found[instance["class"]].append((index, instance["box"]))
+  lights, signs = found["traffic light"], found["traffic sign"]
+  alternating = [item for pair in zip(lights, signs) for item in pair]
+  return (alternating + lights[len(signs):] + signs[len(lights):])[:count]
+
+
+def comparison_picture(root: str, world: str, methods: list[str], seed: int,
+                       num_scenes: int = 2, num_crops: int = 6) -> np.ndarray | None:
+  """X | each method's F(X) (run `seed`) | ideal, for the first val scenes and small objects.
+
+  Returns [H, W, 3] uint8 on white: a title, `num_scenes` whole scenes, then
+  `num_crops` rows of crops around traffic lights and signs of X (enlarged, the
+  object's box outlined); None when no trained method has translated the scenes.
+  """
+  val = os.path.join(root, "data", "val")
+  names = sorted(os.listdir(os.path.join(val, "sim_detail", "images")))[:8]
+  columns = [("X: source", os.path.join(val, "sim_detail", "images"))]
+  for method in methods:
+    folder = os.path.join(run_dir(root, method, world, seed), "translated_val", "images")
+    if METHODS[method] is not None and os.path.isdir(folder):
+      columns.append((f"{method} (seed {seed})", folder))
+  if len(columns) == 1:
+    return None
+  columns.append(("ideal translation", os.path.join(val, "real_mismatch", "images")))
+  images = [_read_images(folder, names) for _, folder in columns]
+  gap = detail_pictures.GAP
+  height, width = images[0][0].shape[:2]
+  scene_width = len(columns) * (width + gap)
+  rows = [pictures.text_block([
+      f"{world}: the first {num_scenes} held-out scenes and {num_crops} traffic lights and signs "
+      "(crops enlarged, magenta frame = the object in X). Columns: "
+      + " | ".join(title for title, _ in columns) + "."], scene_width)]
+  rows.append(np.concatenate([pictures.text_block([title], width + gap)
+                              for title, _ in columns], axis=1))
+  for index in range(num_scenes):
+    rows.append(np.concatenate([np.pad(column[index], ((0, gap), (0, gap), (0, 0)),
+                                       constant_values=255) for column in images], axis=1))
+  for index, box in small_objects(os.path.join(val, "sim_detail", "instances"), names,
+                                  num_crops):
+    # Each crop under its column's scenes.
+    crop_padding = max(gap, width + gap - detail_pictures.CROP_WIDTH)
+    crops = [np.pad(detail_pictures.crop_around(column[index], box),
+                    ((0, gap), (0, crop_padding), (0, 0)), constant_values=255)
+             for column in images]
+    rows.append(np.concatenate(crops, axis=1))
+  picture_width = max(row.shape[1] for row in rows)
+  return np.concatenate([np.pad(row, ((0, 0), (0, picture_width - row.shape[1]), (0, 0)),
+                                constant_values=255) for row in rows])
+
+
 def summarise(values: list[float]) -> str:
   values = np.asarray(values, np.float64)
   if len(values) == 1:
@@ -212,9 +281,17 @@ def summarise(values: list[float]) -> str:
 def markdown(rows: list[dict]) -> str:
   lines = ["| method | world | seeds | FD | flip rate | excess flip rate | excess of "
            + " / ".join(SHRUNK_CLASSES) + " | worst excess pairs "
-           "| detail retention | light state | downstream gain | train steps/s |",
+           "| detail retention | light state | downstream gain | train steps/s (step time "
+           "÷ vanilla's) |",
            "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+  vanilla_speed = {row["world"]: np.mean(row["steps_per_sec"]) for row in rows
+                   if row["method"] == "vanilla" and row["steps_per_sec"]}
   for row in rows:
+    speed = "—"
+    if row["steps_per_sec"]:
+      speed = summarise(row["steps_per_sec"])
+      if row["world"] in vanilla_speed:
+        speed += f" (×{vanilla_speed[row['world']] / np.mean(row['steps_per_sec']):.2f})"
     pairs = {}
     for seed_pairs in row["excess_pairs"]:
       for pair, value in seed_pairs.items():
@@ -230,7 +307,7 @@ def markdown(rows: list[dict]) -> str:
                      for name in SHRUNK_CLASSES)
                  + f" | {worst_text} | "
                  + " | ".join(summarise(row[column]) for column in COLUMNS[3:])
-                 + f" | {summarise(row['steps_per_sec']) if row['steps_per_sec'] else '—'} |")
+                 + f" | {speed} |")
   return "\n".join(lines) + "\n"
 
 
@@ -255,6 +332,8 @@ def main():
   parser.add_argument("--downstream_steps", type=int, default=300)
   parser.add_argument("--json", default="", help="Also write the table's JSON here.")
   parser.add_argument("--markdown", default="", help="Also write the markdown table here.")
+  parser.add_argument("--picture", default="",
+                      help="Also write the first world's comparison picture here (PNG).")
   parser.add_argument("--table_only", action="store_true",
                       help="Train and evaluate nothing: the table of the runs already evaluated.")
   args = parser.parse_args()
@@ -328,6 +407,12 @@ def main():
     with open(path + ".tmp", "w") as f:
       f.write(text)
     os.replace(path + ".tmp", path)
+  for number, world in enumerate(worlds):
+    picture = comparison_picture(root, world, methods, seeds[0])
+    if picture is not None:
+      pictures.write_png(os.path.join(root, f"picture_{world}.png"), picture)
+      if args.picture and number == 0:
+        pictures.write_png(args.picture, picture)
 
 
 if __name__ == "__main__":

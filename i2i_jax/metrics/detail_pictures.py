@@ -31,7 +31,7 @@ OUTLINE = (255, 0, 255)  # the object's box in X, drawn in every crop
 OUTSIDE = 128  # grey where a crop reaches past the image's border
 
 
-def _crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
+def crop_around(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
   """[CROP_HEIGHT, CROP_WIDTH, 3] uint8: `image` around `box`, enlarged, the box outlined.
 
   The window holds the box with CROP_PADDING pixels around it, widened to the
@@ -136,7 +136,7 @@ def detail_crops(records: Sequence[dict], source_images: Sequence[np.ndarray],
     index = record["index"]
     images = [source_images, translated_images] + (
         [ideal_images] if ideal_images is not None else [])
-    crops = [np.pad(_crop(np.asarray(image_set[index]), record["box"]),
+    crops = [np.pad(crop_around(np.asarray(image_set[index]), record["box"]),
                     ((0, 0), (0, GAP), (0, 0)), constant_values=255) for image_set in images]
     name = source_names[index] if source_names is not None else f"image {index}"
     caption = pictures.text_block(row_caption(rank, record, name), CAPTION_WIDTH,
