@@ -1,0 +1,77 @@
+"""The steady-state arithmetic of benchmarks/translate.py and benchmarks/train_end_to_end.py."""
+
+import importlib
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from i2i_jax import checkpoint
+from i2i_jax.configs import tiny
+from i2i_jax.models import vsait
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def benchmarks():
+  """The benchmark scripts as modules (they import each other by file name)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(BENCHMARKS)
+    yield (importlib.import_module("translate"), importlib.import_module("train_end_to_end"))
+
+
+def test_steady_state_leaves_out_fill_and_drain_and_counts_device_gaps(benchmarks):
+  translate, _ = benchmarks
+  Batch = translate.BatchTiming
+  batches = [
+      Batch(images=4, dispatched=0.0, ready=1.0),  # fill
+      Batch(images=4, dispatched=0.5, ready=2.0),  # queued behind batch 0: busy 1.0-2.0
+      Batch(images=4, dispatched=3.0, ready=4.0),  # the device waited 2.0-3.0
+      Batch(images=1, dispatched=4.5, ready=5.5),  # waited 4.0-4.5; a short batch
+      Batch(images=4, dispatched=5.0, ready=9.0),  # drain
+  ]
+  steady = translate.steady_state(batches, skip=1)
+  assert (steady.images, steady.start, steady.end) == (9, 1.0, 5.5)
+  assert steady.busy_seconds == pytest.approx(3.0)
+  assert steady.idle_fraction == pytest.approx(1.5 / 4.5)
+  assert steady.images_per_second == pytest.approx(9 / 4.5)
+  with pytest.raises(ValueError, match="5 batches leave no steady window"):
+    translate.steady_state(batches, skip=3)
+
+
+def test_timed_translator_records_each_batch_in_order(benchmarks):
+  translate, _ = benchmarks
+  config = tiny.get_config()
+  module = vsait.build_modules(config.model, "float32").generator
+  # Zero weights: the values do not matter here, and compiling the initialiser costs ~15 s.
+  variables = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), jax.eval_shape(
+      module.init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
+  generator = checkpoint.LoadedGenerator(config=config, step=0, module=module,
+                                         variables=variables, path="zeros:tiny")
+  translator = translate.TimedTranslator(generator, batch_size=2, devices=jax.devices()[:1])
+  images = np.zeros((5, 32, 32, 3), np.uint8)
+  assert translator.translate(images).shape == images.shape
+  timings = translator.take_timings()
+  assert [t.images for t in timings] == [2, 2, 1]
+  assert all(t.dispatched <= t.ready for t in timings)
+  assert [t.ready for t in timings] == sorted(t.ready for t in timings)
+  assert translator.take_timings() == []
+
+
+def test_steady_steps_per_second_reads_the_windows_after_warmup(benchmarks):
+  _, train_end_to_end = benchmarks
+  records = [{"step": 0, "style_distance/source": 3.0},
+             {"step": 5, "steps_per_sec": 1.0},
+             {"step": 10, "steps_per_sec": 2.0},
+             {"step": 10, "eval/detail/retention": 0.5},
+             {"step": 15, "steps_per_sec": 4.0},
+             {"step": 17, "steps_per_sec": 2.0}]  # the last step, a short window
+  # Windows (5, 10], (10, 15], (15, 17]: 12 steps in 2.5 + 1.25 + 1 seconds.
+  assert train_end_to_end.steady_steps_per_second(records, 5) == (pytest.approx(12 / 4.75), 12)
+  # A window that starts before the warm-up ends is left out whole.
+  assert train_end_to_end.steady_steps_per_second(records, 6) == (pytest.approx(7 / 2.25), 7)
+  with pytest.raises(ValueError, match="no steps_per_sec record after step 17"):
+    train_end_to_end.steady_steps_per_second(records, 17)
