@@ -1,0 +1,223 @@
+"""The CUT objective and its update (official models/cut_model.py, models/patchnce.py, CUT mode).
+
+Losses of one batch (real_A: source images, real_B: target images):
+
+  fake_B, idt_B = G(real_A), G(real_B)                       (one G call on both, as official)
+  G_GAN = lsgan(D(fake_B), real) * lambda_GAN
+  NCE   = PatchNCE(real_A, fake_B),  NCE_Y = PatchNCE(real_B, idt_B)      (nce_idt)
+  G     = G_GAN + (NCE + NCE_Y) / 2                          (G_GAN + NCE without nce_idt)
+  D     = (lsgan(D(stop_grad(fake_B)), fake) + lsgan(D(real_B), real)) / 2
+
+and one training step in the official order (`CUTModel.optimize_parameters`):
+forward, D step, then the G and F step whose G_GAN sees the *updated* D.
+Adam (PyTorch's, no weight decay) for D and for G with F; G and F have separate
+official optimizers with the same settings, which is one Adam over both (Adam
+acts element by element).
+"""
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from i2i_jax.models import cut
+
+Params = Mapping[str, Any]
+# {"nce": ids for NCE(real_A, fake_B), "nce_idt": ids for NCE_Y(real_B, idt_B)},
+# each a list of [P_i] int arrays, one per NCE layer.
+PatchIds = Mapping[str, Sequence[jax.Array]]
+
+
+def lsgan_loss(prediction: jax.Array, target_is_real: bool) -> jax.Array:
+  """The official `GANLoss("lsgan")`: `mean((prediction - target)^2)`, target 1 (real) or 0."""
+  return jnp.mean(jnp.square(prediction - (1.0 if target_is_real else 0.0)))
+
+
+def patch_nce_loss(feat_q: jax.Array, feat_k: jax.Array, batch_size: int, temperature: float,
+                   all_negatives_from_minibatch: bool = False) -> jax.Array:
+  """The official `PatchNCELoss`: cross-entropy of each query against its key among negatives.
+
+  Args:
+    feat_q: [B * P, C] sampled, projected features of the translation (queries).
+    feat_k: [B * P, C] the same positions in the source (keys; no gradient).
+    batch_size: B. Negatives of a query are the other P - 1 keys of its image
+      (or of the whole batch with `all_negatives_from_minibatch`).
+    temperature: `--nce_T`.
+  Returns:
+    [B * P]: `-log softmax([q.k+, q.k-_1, ...] / T)[0]`, the query's own position
+    masked to -10 before the division.
+  """
+  feat_k = jax.lax.stop_gradient(feat_k)
+  channels = feat_q.shape[1]
+  positive = jnp.sum(feat_q * feat_k, axis=1, keepdims=True)
+  groups = 1 if all_negatives_from_minibatch else batch_size
+  queries = feat_q.reshape(groups, -1, channels)
+  keys = feat_k.reshape(groups, -1, channels)
+  negatives = jnp.einsum("gpc,gnc->gpn", queries, keys)
+  npatches = queries.shape[1]
+  negatives = jnp.where(jnp.eye(npatches, dtype=bool)[None], -10.0, negatives)
+  logits = jnp.concatenate([positive, negatives.reshape(-1, npatches)], axis=1) / temperature
+  return -jax.nn.log_softmax(logits, axis=1)[:, 0]
+
+
+def nce_loss(g_params: Params, f_params: Params, source: jax.Array, translated: jax.Array,
+             patch_ids: Sequence[jax.Array], modules: cut.CUTModules,
+             loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, list]]:
+  """The official `calculate_NCE_loss(src, tgt)`: PatchNCE averaged over the NCE layers.
+
+  Args:
+    g_params, f_params: generator and patch-sampler parameters.
+    source: [B, H, W, 3] the images the keys come from (real_A, or real_B for NCE_Y).
+    translated: [B, H, W, 3] G(source) (the queries' images).
+    patch_ids: one [P_i] int array per NCE layer (the positions of the keys and queries).
+  Returns:
+    (scalar loss, {"feat_k": [...], "feat_q": [...]} the sampled features [B * P_i, nc]).
+  """
+
+  def encode(images):
+    return modules.generator.apply({"params": g_params}, images, modules.nce_layers,
+                                   encode_only=True)
+
+  def sample(features):
+    return modules.patch_sampler.apply({"params": f_params}, features, patch_ids)
+
+  feat_q = sample(encode(translated))
+  feat_k = sample(encode(source))
+  total = 0.0
+  for query, key in zip(feat_q, feat_k):
+    per_patch = patch_nce_loss(query, key, source.shape[0], loss_config.nce_T,
+                               loss_config.nce_includes_all_negatives_from_minibatch)
+    total = total + jnp.mean(per_patch * loss_config.lambda_NCE)
+  return total / len(feat_q), {"feat_k": feat_k, "feat_q": feat_q}
+
+
+def translate(g_params: Params, real_a: jax.Array, real_b: jax.Array, modules: cut.CUTModules,
+              loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array | None]:
+  """The official `forward`: (fake_B = G(real_A), idt_B = G(real_B) or None without nce_idt)."""
+  real = jnp.concatenate([real_a, real_b]) if loss_config.nce_idt else real_a
+  fake = modules.generator.apply({"params": g_params}, real)
+  batch = real_a.shape[0]
+  return fake[:batch], (fake[batch:] if loss_config.nce_idt else None)
+
+
+def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_b: jax.Array,
+                   patch_ids: PatchIds, modules: cut.CUTModules,
+                   loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, Any]]:
+  """The official `compute_G_loss` (after `forward`), differentiable in G and F.
+
+  Args:
+    gf_params: {"generator": ..., "patch_sampler": ...}.
+    d_params: discriminator parameters (no gradient is taken for them here).
+    real_a, real_b: [B, H, W, 3] in [-1, 1].
+    patch_ids: see `PatchIds` (`draw_patch_ids`).
+  Returns:
+    (loss G, {"losses": {G_GAN, NCE, NCE_Y, G}, "outputs": {fake_B, idt_B,
+    pred_fake, nce, nce_idt}}).
+  """
+  g_params, f_params = gf_params["generator"], gf_params["patch_sampler"]
+  fake_b, idt_b = translate(g_params, real_a, real_b, modules, loss_config)
+  losses, outputs = {}, {"fake_B": fake_b, "idt_B": idt_b}
+  if loss_config.lambda_GAN > 0:
+    outputs["pred_fake"] = modules.discriminator.apply({"params": d_params}, fake_b)
+    losses["G_GAN"] = lsgan_loss(outputs["pred_fake"], True) * loss_config.lambda_GAN
+  else:
+    losses["G_GAN"] = jnp.zeros((), fake_b.dtype)
+  nce_both = jnp.zeros((), fake_b.dtype)
+  if loss_config.lambda_NCE > 0:
+    losses["NCE"], outputs["nce"] = nce_loss(g_params, f_params, real_a, fake_b,
+                                             patch_ids["nce"], modules, loss_config)
+    nce_both = losses["NCE"]
+    if loss_config.nce_idt:
+      losses["NCE_Y"], outputs["nce_idt"] = nce_loss(g_params, f_params, real_b, idt_b,
+                                                     patch_ids["nce_idt"], modules, loss_config)
+      nce_both = (losses["NCE"] + losses["NCE_Y"]) * 0.5
+  losses["G"] = losses["G_GAN"] + nce_both
+  return losses["G"], {"losses": losses, "outputs": outputs}
+
+
+def discriminator_loss(d_params: Params, fake_b: jax.Array, real_b: jax.Array,
+                       modules: cut.CUTModules) -> tuple[jax.Array, dict[str, Any]]:
+  """The official `compute_D_loss`: `(lsgan(D(fake), fake) + lsgan(D(real), real)) / 2`.
+
+  Returns:
+    (loss D, {"losses": {D_fake, D_real, D}, "outputs": {pred_fake, pred_real}}).
+  """
+  pred_fake = modules.discriminator.apply({"params": d_params}, jax.lax.stop_gradient(fake_b))
+  pred_real = modules.discriminator.apply({"params": d_params}, real_b)
+  losses = {"D_fake": lsgan_loss(pred_fake, False), "D_real": lsgan_loss(pred_real, True)}
+  losses["D"] = (losses["D_fake"] + losses["D_real"]) * 0.5
+  return losses["D"], {"losses": losses,
+                       "outputs": {"pred_fake": pred_fake, "pred_real": pred_real}}
+
+
+def draw_patch_ids(rng: jax.Array, modules: cut.CUTModules, image_shape: tuple[int, int, int],
+                   num_patches: int) -> dict[str, list[jax.Array]]:
+  """Fresh patch ids for one step: {"nce": [...], "nce_idt": [...]} (see `cut.sample_patch_ids`).
+
+  image_shape: (H, W, C) of the batch; only the NCE features' shapes matter.
+  """
+  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  shapes = jax.eval_shape(
+      lambda p, x: modules.generator.apply({"params": p}, x, modules.nce_layers,
+                                           encode_only=True),
+      jax.eval_shape(lambda x: modules.generator.init(jax.random.key(0), x)["params"], images),
+      images)
+  nce_rng, idt_rng = jax.random.split(rng)
+  return {"nce": cut.sample_patch_ids(nce_rng, shapes, num_patches),
+          "nce_idt": cut.sample_patch_ids(idt_rng, shapes, num_patches)}
+
+
+def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The official `--lr_policy linear` per optimizer step.
+
+  The official LambdaLR steps once per epoch: in epoch e (0-based) the rate is
+  `lr * (1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1))`,
+  constant for `n_epochs` epochs, then linear towards 0 over `n_epochs_decay`.
+  Here e = step // steps_per_epoch.
+  """
+  c = optimizer_config
+
+  def schedule(step):
+    epoch = step // c.steps_per_epoch
+    decay = jnp.maximum(0, epoch + c.epoch_count - c.n_epochs) / (c.n_epochs_decay + 1.0)
+    return c.learning_rate * (1.0 - decay)
+
+  return schedule
+
+
+def make_optimizer(optimizer_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`torch.optim.Adam(lr, betas=(beta1, beta2))` with the linear schedule (one per network group)."""
+  c = optimizer_config
+  return optax.adam(learning_rate_schedule(c), b1=c.b1, b2=c.b2, eps=c.eps)
+
+
+def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: jax.Array,
+               patch_ids: PatchIds, modules: cut.CUTModules,
+               loss_config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation
+               ) -> tuple[Params, Params, dict[str, jax.Array]]:
+  """One official `optimize_parameters`: forward, D step, then G and F step against the new D.
+
+  Args:
+    params: {"generator", "patch_sampler", "discriminator"} (`cut.init_params`).
+    opt_states: {"gf": optimizer state of {"generator", "patch_sampler"},
+      "d": of "discriminator"} (`optimizer.init` of each).
+    real_a, real_b: [B, H, W, 3] in [-1, 1].
+    patch_ids: from `draw_patch_ids`.
+    optimizer: `make_optimizer(config.optimizer)`, used for both groups.
+  Returns:
+    (new params, new optimizer states, every loss of both steps).
+  """
+  fake_b, _ = translate(params["generator"], real_a, real_b, modules, loss_config)
+  (_, d_aux), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
+      params["discriminator"], fake_b, real_b, modules)
+  d_updates, d_state = optimizer.update(d_grads, opt_states["d"], params["discriminator"])
+  d_params = optax.apply_updates(params["discriminator"], d_updates)
+  gf_params = {"generator": params["generator"], "patch_sampler": params["patch_sampler"]}
+  (_, g_aux), gf_grads = jax.value_and_grad(generator_loss, has_aux=True)(
+      gf_params, d_params, real_a, real_b, patch_ids, modules, loss_config)
+  gf_updates, gf_state = optimizer.update(gf_grads, opt_states["gf"], gf_params)
+  gf_params = optax.apply_updates(gf_params, gf_updates)
+  return ({**gf_params, "discriminator": d_params}, {"gf": gf_state, "d": d_state},
+          {**d_aux["losses"], **g_aux["losses"]})

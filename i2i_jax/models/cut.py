@@ -1,0 +1,293 @@
+"""CUT (Park et al., ECCV 2020): generator, patch sampler and PatchGAN discriminator.
+
+Flax versions of the official networks (taesungp/contrastive-unpaired-translation,
+models/networks.py) in their CUT defaults: `--netG resnet_9blocks --normG instance
+--netF mlp_sample --netD basic --normD instance --init_type xavier --init_gain
+0.02`, antialiased down- and up-sampling (`--no_antialias`, `--no_antialias_up`
+off). NHWC throughout. docs/cut.md maps every official module to ours.
+
+The official networks are `nn.Sequential`s and CUT picks its contrastive
+features by index into the generator's list (`--nce_layers 0,4,8,12,16`), so
+`ResnetGenerator` builds the same list, names each parameterised entry after
+its index (`model_4`, the official `model.4`) and returns the features at given
+indices.
+"""
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from i2i_jax.models import layers
+
+# `init_weights(net, "xavier", 0.02)`: xavier_normal_(gain=0.02) on every conv
+# and linear weight, biases 0.
+xavier_normal_gain_002 = jax.nn.initializers.variance_scaling(0.02**2, "fan_avg", "normal")
+
+
+def binomial_filter(size: int) -> np.ndarray:
+  """The official `get_filter`: outer product of a binomial row, summing to 1: [size, size].
+
+  Every entry is a dyadic fraction (1/16, 3/64, ...), exact in any float type.
+  """
+  row = np.array([math.comb(size - 1, k) for k in range(size)], np.float64)
+  return np.outer(row, row) / np.outer(row, row).sum()
+
+
+def _depthwise(x: jax.Array, kernel: np.ndarray, *, stride: int = 1,
+               padding=((0, 0), (0, 0)), lhs_dilation: int = 1) -> jax.Array:
+  """The same fixed 2-D `kernel` [k, k] on every channel of x: [B, H, W, C]."""
+  channels = x.shape[-1]
+  weights = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, channels)), x.dtype)
+  return jax.lax.conv_general_dilated(
+      x, weights, window_strides=(stride, stride), padding=padding,
+      lhs_dilation=(lhs_dilation, lhs_dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+
+
+def blur_downsample(x: jax.Array) -> jax.Array:
+  """The official `Downsample` (filter 3, stride 2): [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C].
+
+  Reflection-pads by 1, then the [1, 2, 1] x [1, 2, 1] / 16 blur with stride 2.
+  """
+  return _depthwise(layers.reflect_pad(x, 1), binomial_filter(3), stride=2)
+
+
+def blur_upsample(x: jax.Array) -> jax.Array:
+  """The official `Upsample` (filter 4, stride 2): [B, H, W, C] -> [B, 2H, 2W, C].
+
+  Replication-pads by 1, `conv_transpose2d(stride=2, padding=2)` with the
+  [1, 3, 3, 1] x [1, 3, 3, 1] / 64 filter times 4, then drops the first and
+  last row and column. The transposed conv is a conv of the 2x-dilated input
+  with the (symmetric) filter, padded by 4 - 1 - 2 = 1.
+  """
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  y = _depthwise(padded, 4.0 * binomial_filter(4), padding=((1, 1), (1, 1)), lhs_dilation=2)
+  return y[:, 1:-1, 1:-1, :]
+
+
+class ResnetBlock(nn.Module):
+  """The official `ResnetBlock` (reflect padding, instance norm, no dropout): `x + block(x)`.
+
+  block = pad1, conv3x3 (`conv_block_1`), IN, ReLU, pad1, conv3x3 (`conv_block_5`), IN.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    y = x
+    for index in (1, 5):
+      y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
+                  kernel_init=xavier_normal_gain_002,
+                  name=f"conv_block_{index}")(layers.reflect_pad(y, 1))
+      y = layers.instance_norm(y)
+      if index == 1:
+        y = nn.relu(y)
+    return x + y
+
+
+# One entry of the official generator's nn.Sequential: (kind, output channels).
+# Kinds: reflect3 | conv7 | conv3 | norm | relu | down | res | up | tanh.
+_Layer = tuple[str, int]
+
+
+def generator_layers(ngf: int, n_blocks: int, output_nc: int) -> list[_Layer]:
+  """The official `ResnetGenerator.model` list, entry by entry (index = official index)."""
+  entries: list[_Layer] = [("reflect3", 0), ("conv7", ngf), ("norm", 0), ("relu", 0)]
+  for i in range(2):
+    entries += [("conv3", ngf * 2 ** (i + 1)), ("norm", 0), ("relu", 0), ("down", 0)]
+  entries += [("res", 0)] * n_blocks
+  for i in range(2):
+    entries += [("up", 0), ("conv3", ngf * 2 ** (1 - i)), ("norm", 0), ("relu", 0)]
+  entries += [("reflect3", 0), ("conv7", output_nc), ("tanh", 0)]
+  return entries
+
+
+class ResnetGenerator(nn.Module):
+  """The CUT generator G: images [B, H, W, 3] in [-1, 1] -> [B, H, W, output_nc] in (-1, 1).
+
+  H and W must be divisible by 4. Every layer follows the official list
+  (`generator_layers`): reflect-pad 3, conv7x7, IN, ReLU, two stages of conv3x3
+  (zero padding 1), IN, ReLU, blur-downsample; `n_blocks` residual blocks; two
+  stages of blur-upsample, conv3x3 (zero padding 1), IN, ReLU; reflect-pad 3,
+  conv7x7, tanh. All convs have biases (instance norm has no affine part).
+
+  Attributes:
+    ngf: width of the first conv (official `--ngf`).
+    n_blocks: residual blocks (9 for the official `resnet_9blocks`).
+    output_nc: output channels.
+    dtype: compute dtype.
+  """
+  ngf: int = 64
+  n_blocks: int = 9
+  output_nc: int = 3
+  dtype: Any = jnp.float32
+
+  def _apply_layer(self, index: int, kind: str, features: int, x: jax.Array) -> jax.Array:
+    if kind in ("conv7", "conv3"):
+      size, padding = (7, "VALID") if kind == "conv7" else (3, ((1, 1), (1, 1)))
+      return nn.Conv(features, (size, size), padding=padding, dtype=self.dtype,
+                     kernel_init=xavier_normal_gain_002, name=f"model_{index}")(x)
+    if kind == "res":
+      return ResnetBlock(self.dtype, name=f"model_{index}")(x)
+    simple: dict[str, Callable[[jax.Array], jax.Array]] = {
+        "reflect3": lambda v: layers.reflect_pad(v, 3), "norm": layers.instance_norm,
+        "relu": nn.relu, "down": blur_downsample, "up": blur_upsample, "tanh": jnp.tanh}
+    return simple[kind](x)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, feature_layers: Sequence[int] = (),
+               encode_only: bool = False):
+    """Translation, or the features at official layer indices.
+
+    Args:
+      images: [B, H, W, C_in].
+      feature_layers: official indices into the layer list (`--nce_layers`);
+        the feature of index i is the output of layer i ([B, h_i, w_i, c_i]).
+        As in the official in-place `ReLU(True)`, a feature whose next layer is
+        a ReLU that runs is the value after that ReLU.
+      encode_only: stop after the layer `feature_layers[-1]` and return the
+        features alone (the official `encode_only=True`).
+    Returns:
+      [B, H, W, output_nc] without `feature_layers`; the list of features with
+      `encode_only`; else (translation, features).
+    """
+    x = images.astype(self.dtype)
+    entries = generator_layers(self.ngf, self.n_blocks, self.output_nc)
+    features, stored_at = [], {}
+    for index, (kind, width) in enumerate(entries):
+      x = self._apply_layer(index, kind, width, x)
+      if index in feature_layers:
+        stored_at[index] = len(features)
+        features.append(x)
+      elif kind == "relu" and index - 1 in stored_at:
+        features[stored_at[index - 1]] = x
+      if encode_only and feature_layers and index == feature_layers[-1]:
+        return features
+    return (x, features) if feature_layers else x
+
+
+class PatchSampleF(nn.Module):
+  """The official `PatchSampleF` with MLPs (`--netF mlp_sample`): sampled, projected features.
+
+  For feature map i ([B, h, w, c]) it takes the positions `patch_ids[i]` (flat
+  indices into h * w, the same for every image of the batch), runs them through
+  `Linear(c, nc), ReLU, Linear(nc, nc)` (`mlp_{i}_0`, `mlp_{i}_2`, the
+  official `mlp_{i}.0` / `.2`) and divides by the L2 norm + 1e-7.
+
+  Attributes:
+    nc: MLP width (official `--netF_nc`).
+    dtype: compute dtype.
+  """
+  nc: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Sequence[jax.Array],
+               patch_ids: Sequence[jax.Array]) -> list[jax.Array]:
+    """features: list of [B, h_i, w_i, c_i]; patch_ids: list of [P_i] int -> list of [B * P_i, nc]."""
+    pooled = []
+    for i, (feature, ids) in enumerate(zip(features, patch_ids, strict=True)):
+      batch, height, width, channels = feature.shape
+      x = feature.reshape(batch, height * width, channels)[:, ids, :].reshape(-1, channels)
+      x = nn.Dense(self.nc, dtype=self.dtype, kernel_init=xavier_normal_gain_002,
+                   name=f"mlp_{i}_0")(x.astype(self.dtype))
+      x = nn.Dense(self.nc, dtype=self.dtype, kernel_init=xavier_normal_gain_002,
+                   name=f"mlp_{i}_2")(nn.relu(x))
+      norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=1, keepdims=True))
+      pooled.append(x / (norm + 1e-7))
+    return pooled
+
+
+def sample_patch_ids(rng: jax.Array, features: Sequence[jax.Array],
+                     num_patches: int) -> list[jax.Array]:
+  """Distinct random positions per feature map: list of [min(num_patches, h_i * w_i)] int32.
+
+  The official code draws `np.random.permutation(h * w)[:num_patches]` per map;
+  this is the same distribution from a JAX key (one per map, `fold_in(rng, i)`).
+  """
+  ids = []
+  for i, feature in enumerate(features):
+    positions = feature.shape[1] * feature.shape[2]
+    permutation = jax.random.permutation(jax.random.fold_in(rng, i), positions)
+    ids.append(permutation[:min(num_patches, positions)])
+  return ids
+
+
+class NLayerDiscriminator(nn.Module):
+  """The official PatchGAN `NLayerDiscriminator` (antialiased): images [B, H, W, C] -> [B, h, w, 1].
+
+  conv4x4 (`model_0`), LeakyReLU(0.2), blur-downsample; for n = 1 .. n_layers-1:
+  conv4x4 (width ndf * min(2^n, 8)), IN, LeakyReLU, blur-downsample; conv4x4
+  (ndf * min(2^n_layers, 8)), IN, LeakyReLU; conv4x4 -> 1. Every conv has a bias,
+  stride 1 and zero padding 1. A 256 x 256 image gives a 30 x 30 logit map.
+
+  Attributes:
+    ndf: width of the first conv (official `--ndf`).
+    n_layers: 3 for the official `--netD basic`.
+    dtype: compute dtype.
+  """
+  ndf: int = 64
+  n_layers: int = 3
+  dtype: Any = jnp.float32
+
+  def _conv(self, features: int, index: int, x: jax.Array) -> jax.Array:
+    return nn.Conv(features, (4, 4), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                   kernel_init=xavier_normal_gain_002, name=f"model_{index}")(x)
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = blur_downsample(nn.leaky_relu(self._conv(self.ndf, 0, images.astype(self.dtype)), 0.2))
+    index = 3
+    for n in range(1, self.n_layers):
+      x = nn.leaky_relu(layers.instance_norm(self._conv(self.ndf * min(2**n, 8), index, x)), 0.2)
+      x = blur_downsample(x)
+      index += 4
+    x = nn.leaky_relu(
+        layers.instance_norm(self._conv(self.ndf * min(2**self.n_layers, 8), index, x)), 0.2)
+    return self._conv(1, index + 3, x)
+
+
+class CUTModules(NamedTuple):
+  """The three networks of CUT, built from `config.model`."""
+  generator: ResnetGenerator
+  patch_sampler: PatchSampleF
+  discriminator: NLayerDiscriminator
+  nce_layers: tuple[int, ...]
+
+
+def build_modules(model_config: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> CUTModules:
+  """G, F and D for `config.model` (configs/cut.py) in compute dtype `dtype`."""
+  return CUTModules(
+      generator=ResnetGenerator(model_config.ngf, model_config.n_blocks,
+                                model_config.output_nc, dtype),
+      patch_sampler=PatchSampleF(model_config.netF_nc, dtype),
+      discriminator=NLayerDiscriminator(model_config.ndf, model_config.n_layers_D, dtype),
+      nce_layers=tuple(model_config.nce_layers))
+
+
+def init_params(modules: CUTModules, rng: jax.Array, image_shape: tuple[int, int, int]
+                ) -> dict[str, Any]:
+  """{"generator", "patch_sampler", "discriminator"}: each network's "params".
+
+  Args:
+    modules: from `build_modules`.
+    rng: a JAX key.
+    image_shape: (H, W, C_in) of the training crops; the patch sampler's MLP
+      input widths follow the generator's features on such an image, as the
+      official netF is created from the first batch.
+  """
+  g_rng, f_rng, d_rng = jax.random.split(rng, 3)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  g_params = modules.generator.init(g_rng, images)["params"]
+  features = modules.generator.apply({"params": g_params}, images, modules.nce_layers,
+                                     encode_only=True)
+  ids = [jnp.zeros((1,), jnp.int32)] * len(features)
+  return {"generator": g_params,
+          "patch_sampler": modules.patch_sampler.init(f_rng, features, ids)["params"],
+          "discriminator": modules.discriminator.init(d_rng, images)["params"]}
