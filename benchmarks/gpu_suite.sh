@@ -6,6 +6,10 @@
 #   benchmarks/gpu_suite.sh compare   LOG_DIR   # official vs ours, float32 and bfloat16
 #   benchmarks/gpu_suite.sh input     LOG_DIR   # on-the-fly vs prepared input on this host's
 #                                               # cores; a profiled paper-config run on prepared data
+#   benchmarks/gpu_suite.sh translate_steady LOG_DIR  # generator only vs translate_dataset, 300
+#                                               # toy_streets PNGs per size, device idle share
+#   benchmarks/gpu_suite.sh train_e2e_b1  LOG_DIR  # the train CLI on 1914x1052 PNG folders and
+#   benchmarks/gpu_suite.sh train_e2e_b32 LOG_DIR  # on prepared data vs the step alone
 #
 # Run from the repository root with our stack importable (PYTHONPATH=.), a CUDA
 # build of jax, the fixtures in $I2I_REFERENCE_DIR for `steps`, and for `compare`
@@ -14,7 +18,7 @@
 # and writes LOG_DIR/<name>.log; a failing one does not stop the others.
 # PEAK_TFLOPS (default 989, the H100 SXM's dense bf16 figure) sets the MFU column.
 set -u
-part=${1:?steps, translate, compare or input}
+part=${1:?steps, translate, compare, input, translate_steady, train_e2e_b1 or train_e2e_b32}
 logs=${2:?log directory}
 mkdir -p "$logs"
 peak=${PEAK_TFLOPS:-989}
@@ -73,5 +77,22 @@ case $part in
       --config.log_every_steps=10 --config.checkpoint.every_steps=1000
     find "$logs/profile_run/profile" -type f -exec ls -l {} +
     ;;
-  *) echo "unknown part $part (steps, translate, compare or input)" >&2; exit 2 ;;
+  translate_steady)
+    # Paper generator, bfloat16, 300 toy_streets "real" frames per size rendered once into
+    # LOG_DIR/frames (16 processes, ~15 s); 4 batches of fill and of drain left out.
+    run translate_steady 540 python3 benchmarks/translate.py --sizes=512x1024,1052x1914 \
+      --dtypes=bfloat16 --batch_sizes=1,8 --calls=0 --frames=300 --frames_dir="$logs/frames"
+    ;;
+  train_e2e_b1|train_e2e_b32)
+    # Paper config, bfloat16, random VGG; 64 sim + 64 real frames at 1914x1052 and their
+    # prepared copies in LOG_DIR/train_e2e (rendered and prepared by the first of the two parts).
+    batch=${part#train_e2e_b}
+    if [ "$batch" = 1 ]; then steps=1000 warmup=300; else steps=200 warmup=60; fi
+    run "train_end_to_end_b$batch" 560 python3 benchmarks/train_end_to_end.py --config=vsait \
+      --batch_sizes="$batch" --steps="$steps" --warmup_steps="$warmup" --log_every=20 \
+      --compute_dtype=bfloat16 --inputs=folder,prepared --workers=0 --read_threads=16 \
+      --frames=64 --timeout=240 --work_dir="$logs/train_e2e"
+    ;;
+  *) echo "unknown part $part (steps, translate, compare, input, translate_steady, train_e2e_b1" \
+       "or train_e2e_b32)" >&2; exit 2 ;;
 esac

@@ -307,8 +307,9 @@ def main():
   args.batch_sizes = sorted({-(-int(b) // len(devices)) * len(devices)
                              for b in args.batch_sizes.split(",")})
   print(f"{args.config} generator on {device_name} ({jax.default_backend()}), jax "
-        f"{jax.__version__}, {args.calls} timed calls after {args.warmup} warm-up\n")
+        f"{jax.__version__}")
   if args.calls:
+    print(f"\n{args.calls} timed calls after {args.warmup} warm-up\n")
     print("| device | size (WxH) | dtype | batch | images/s | ms/image | first call s |")
     print("|---|---|---|---:|---:|---:|---:|")
     for height, width in args.sizes:
