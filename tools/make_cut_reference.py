@@ -63,7 +63,7 @@ Regenerate the committed fixture (about 10 s on 2 cores):
 and another configuration, checked by the same test:
 
   python tools/make_cut_reference.py --official_dir=/tmp/cut_official --ngf=6 --ndf=5 \\
-      --n_blocks=5 --image_size=40 --batch=2 --num_patches=24 --netF_nc=8 --seed=3 \\
+      --n_blocks=5 --image_size=40 --batch=2 --num_patches=24 --netF_nc=12 --seed=3 \\
       --out=/tmp/cut_ref/cut_b2.npz
   I2I_CUT_REFERENCE_DIR=/tmp/cut_ref python -m pytest -q tests/test_cut_parity.py
 """
