@@ -5,7 +5,8 @@ import sys
 
 MODULES = ["i2i_jax", "i2i_jax.vsa", "i2i_jax.losses", "i2i_jax.models.vsait",
            "i2i_jax.training", "i2i_jax.convert", "i2i_jax.checkpoint",
-           "i2i_jax.data.pipeline", "i2i_jax.data.toy_streets"]
+           "i2i_jax.data.pipeline", "i2i_jax.data.toy_streets", "i2i_jax.models.cut",
+           "i2i_jax.losses_cut", "i2i_jax.convert_cut"]
 
 
 def test_imports_do_not_initialise_a_backend():
