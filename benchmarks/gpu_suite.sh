@@ -10,6 +10,7 @@
 #                                               # toy_streets PNGs per size, device idle share
 #   benchmarks/gpu_suite.sh train_e2e_b1  LOG_DIR  # the train CLI on 1914x1052 PNG folders and
 #   benchmarks/gpu_suite.sh train_e2e_b32 LOG_DIR  # on prepared data vs the step alone
+#   benchmarks/gpu_suite.sh issue15 LOG_DIR  # the three above, shortened to one ~9.5-minute slot
 #
 # Run from the repository root with our stack importable (PYTHONPATH=.), a CUDA
 # build of jax, the fixtures in $I2I_REFERENCE_DIR for `steps`, and for `compare`
@@ -18,7 +19,7 @@
 # and writes LOG_DIR/<name>.log; a failing one does not stop the others.
 # PEAK_TFLOPS (default 989, the H100 SXM's dense bf16 figure) sets the MFU column.
 set -u
-part=${1:?steps, translate, compare, input, translate_steady, train_e2e_b1 or train_e2e_b32}
+part=${1:?steps, translate, compare, input, translate_steady, train_e2e_b1, train_e2e_b32 or issue15}
 logs=${2:?log directory}
 mkdir -p "$logs"
 peak=${PEAK_TFLOPS:-989}
@@ -77,6 +78,24 @@ case $part in
       --config.log_every_steps=10 --config.checkpoint.every_steps=1000
     find "$logs/profile_run/profile" -type f -exec ls -l {} +
     ;;
+  issue15)
+    # Issue 15's GPU acceptance rows in one ~9.5-minute slot, most wanted first (a part cut
+    # by its limit keeps the rows it printed): translate at steady state, training end to end
+    # at batch 32 (prepared, then on the fly) and at batch 1 (prepared). Frames, prepared data
+    # and workdirs go to WORK_DIR (default /tmp/i2i_gpu), only the logs to LOG_DIR.
+    work=${WORK_DIR:-/tmp/i2i_gpu}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    run translate_steady 170 python3 benchmarks/translate.py --sizes=512x1024,1052x1914 \
+      --dtypes=bfloat16 --batch_sizes=8 --calls=0 --frames=300 --frames_dir="$work/frames"
+    run train_end_to_end_b32 250 python3 benchmarks/train_end_to_end.py --config=vsait \
+      --batch_sizes=32 --steps=200 --warmup_steps=60 --log_every=20 --compute_dtype=bfloat16 \
+      --inputs=prepared,folder --workers=0 --read_threads=16 --frames=64 --timeout=110 \
+      --work_dir="$work/train_e2e"
+    run train_end_to_end_b1 150 python3 benchmarks/train_end_to_end.py --config=vsait \
+      --batch_sizes=1 --steps=1000 --warmup_steps=300 --log_every=50 --compute_dtype=bfloat16 \
+      --inputs=prepared --workers=0 --read_threads=16 --frames=64 --timeout=110 \
+      --work_dir="$work/train_e2e"
+    ;;
   translate_steady)
     # Paper generator, bfloat16, 300 toy_streets "real" frames per size rendered once into
     # LOG_DIR/frames (16 processes, ~15 s); 4 batches of fill and of drain left out.
@@ -93,6 +112,6 @@ case $part in
       --compute_dtype=bfloat16 --inputs=folder,prepared --workers=0 --read_threads=16 \
       --frames=64 --timeout=240 --work_dir="$logs/train_e2e"
     ;;
-  *) echo "unknown part $part (steps, translate, compare, input, translate_steady, train_e2e_b1" \
-       "or train_e2e_b32)" >&2; exit 2 ;;
+  *) echo "unknown part $part (steps, translate, compare, input, translate_steady, train_e2e_b1," \
+       "train_e2e_b32 or issue15)" >&2; exit 2 ;;
 esac
