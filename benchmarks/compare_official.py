@@ -21,7 +21,7 @@ other optimizer's parameters), written out here without the Trainer so that
 no logging or data loading is timed. The VGG weights are random (torchvision
 `weights=None`): weights do not change the time.
 
-Ours is `i2i_jax.training.train_step` under `jax.jit` with the train state
+Ours is `i2i_jax.families.vsait.train_step` under `jax.jit` with the train state
 donated, timed to `block_until_ready` of every step.
 
 CPU threads: `--threads N` pins the process to N cores (both libraries then
@@ -73,7 +73,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from i2i_jax.configs import vsait as vsait_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from i2i_jax import convert, training  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2i_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2i_jax.families import vsait as vsait_family  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +204,7 @@ def run_case(case: Case, args, official_solver=None) -> dict[str, object]:
     solver.to(torch_device)
     state_dict = {k: v.detach().cpu().numpy() for k, v in solver.model.state_dict().items()}
     config = our_config(case, args.dtype)
-    fns = training.make_step_functions(config)
+    fns = vsait_family.make_step_functions(config)
     variables = jax.device_put(convert.import_official_checkpoint(state_dict, config))
     generate = jax.jit(fns.modules.generator.apply)
     source_t = to_torch(images["source"], torch_device)
@@ -227,8 +228,8 @@ def run_case(case: Case, args, official_solver=None) -> dict[str, object]:
       batch_t = {k: {"image": to_torch(v, torch_device)} for k, v in images.items()}
       official_losses = []
       official_fn = lambda: official_losses.append(official_step(batch_t))
-      step = jax.jit(functools.partial(training.train_step, fns=fns), donate_argnums=0)
-      state = training.create_train_state(fns, variables)
+      step = jax.jit(functools.partial(vsait_family.train_step, fns=fns), donate_argnums=0)
+      state = vsait_family.create_train_state(fns, variables)
       batch = jax.device_put(images)
       our_losses = []
 

@@ -5,7 +5,7 @@
       [--split_config vsait]
 
 For each config (and each of --batch_sizes, else the config's batch): the
-jitted `training.train_step` at the config's crop size on all local devices
+jitted `i2i_jax.families.vsait.train_step` at the config's crop size on all local devices
 (batch split over them), timed over `--steps` steps after one compiling call
 and `--warmup` more. FLOPs per step are XLA's cost analysis of the step
 compiled for the CPU (XLA:GPU's analysis does not count cuDNN convolutions);
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from i2i_jax import sharding
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.models import vsait
 
 _PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -76,18 +76,19 @@ def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
               batch_size: int | None = None) -> dict:
   """Times `steps` jitted train steps of config `name`; returns one table row."""
   config = _load(name, compute_dtype)
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   mesh = sharding.make_mesh(jax.local_devices())
   height, width = _crop_shape(config)
   batch_size = max(batch_size or config.data.batch_size, mesh.size)
-  init = lambda: training.create_train_state(
+  init = lambda: vsait_family.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (height, width)))
-  shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding)
+  shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding,
+                                       vsait_family.is_fsdp_leaf)
   state = jax.jit(init, out_shardings=shardings)()
   images = jax.random.uniform(jax.random.key(1), (2, batch_size, height, width, 3),
                               minval=-1, maxval=1)
   batch = sharding.global_batch({"source": images[0], "target": images[1]}, mesh)
-  step = jax.jit(functools.partial(training.train_step, fns=fns),
+  step = jax.jit(functools.partial(vsait_family.train_step, fns=fns),
                  in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
   start = time.perf_counter()
@@ -106,7 +107,7 @@ def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
   return {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
           "devices": mesh.size, "dtype": config.compute_dtype, "compile_s": compile_s,
           "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
-          "gflops": _flops(functools.partial(training.train_step, fns=fns), state, batch) / 1e9}
+          "gflops": _flops(functools.partial(vsait_family.train_step, fns=fns), state, batch) / 1e9}
 
 
 def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
@@ -119,7 +120,7 @@ def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
   map network forward; D forward + backward (parameters) on two fakes and one real.
   """
   config = _load(name, compute_dtype)
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   modules = fns.modules
   height, width = _crop_shape(config)
   variables = jax.eval_shape(
@@ -146,10 +147,10 @@ def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
           + 2 * cost(disc, variables["discriminator"], hypervectors, 1)
           + 3 * cost(disc, variables["discriminator"], hypervectors, 0)),
   }
-  state = jax.eval_shape(lambda: training.create_train_state(
+  state = jax.eval_shape(lambda: vsait_family.create_train_state(
       fns, vsait.init_variables(modules, jax.random.key(0), (height, width))))
   batch = {"source": images, "target": images}
-  whole = _flops(functools.partial(training.train_step, fns=fns), state, batch)
+  whole = _flops(functools.partial(vsait_family.train_step, fns=fns), state, batch)
   return {k: v / 1e9 for k, v in split.items()} | {"whole step": whole / 1e9}
 
 

@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.evals = ml_collections.ConfigDict()
 
   config.model = ml_collections.ConfigDict()
+  # Which model family trains (i2i_jax/families/, docs/model_families.md); the
+  # other model keys are the family's.
+  config.model.family = "vsait"
   config.model.in_channels = 3
   config.model.out_channels = 3
   config.model.res_blocks = 9  # split R - R//2 encoder, R//2 decoder

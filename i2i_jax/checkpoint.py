@@ -2,8 +2,8 @@
 
 Layout of a workdir:
 
-  WORKDIR/checkpoints/<step>/state/          the TrainState (all networks' variables,
-                                             both optimizer states, step)
+  WORKDIR/checkpoints/<step>/state/          the model family's train state (step, all
+                                             networks' variables, optimizer states)
   WORKDIR/checkpoints/<step>/data_iterator/  the grain iterator's position (per host)
   WORKDIR/checkpoints/<step>/config/         the ConfigDict the run was started with
 
@@ -35,15 +35,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from i2i_jax.models import generator as generator_lib
-from i2i_jax.models import label_guidance
-from i2i_jax.models import vsait
+from i2i_jax import families
 
 
 # Config keys that decide the shapes and contents of the saved state: the
-# networks. The optimizer settings do not change the optax state's structure, and
-# everything else (steps, logging, data, sharding, dtypes) may change when a run
-# is resumed, e.g. to train it further.
+# model family and its networks (config.model). The optimizer settings do not
+# change the optax state's structure, and everything else (steps, logging,
+# data, sharding, dtypes) may change when a run is resumed, e.g. to train it
+# further.
 STATE_DEFINING_KEYS = ("model",)
 
 _T = TypeVar("_T")
@@ -336,13 +335,13 @@ def _set_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
 class LoadedGenerator:
   """A trained generator ready to apply: `module.apply(variables, images)`.
 
-  A label-conditioned generator (config.model.label_conditioned_generator) is
-  loaded as a `label_guidance.PseudoLabelledGenerator`: its frozen source
-  segmenter gives it the classes of the images it translates.
+  Its model family (config.model.family) chose the module and its variables
+  (`trained_generator`); e.g. VSAIT's label-conditioned generator comes with
+  the frozen segmenter that gives it the classes of the images it translates.
   """
   config: ml_collections.ConfigDict
   step: int
-  module: generator_lib.ResNetGenerator | label_guidance.PseudoLabelledGenerator
+  module: Any
   variables: dict[str, Any]
   path: str
 
@@ -360,7 +359,9 @@ def load_generator(path: str | epath.PathLike, step: int | None = None,
   Raises:
     FileNotFoundError: naming the directory when it holds no checkpoint.
     DamagedCheckpointError: `step` (or, without `step`, every step) cannot be read.
-    ValueError: a label-conditioned generator without its frozen segmenter.
+    ValueError: the run's model family cannot make a generator of it (unknown
+      config.model.family, or e.g. a label-conditioned VSAIT generator without
+      its frozen segmenter).
   """
   path = epath.Path(path)
   workdir = path.parent if path.name == "checkpoints" else path
@@ -380,15 +381,11 @@ def load_generator(path: str | epath.PathLike, step: int | None = None,
   if damaged:
     _advise_moving(manager, damaged)
   config = ml_collections.ConfigDict(restored["config"])
-  modules = vsait.build_modules(config.model, jnp.dtype(compute_dtype or config.compute_dtype))
-  variables = restored["state"]["variables"]
-  module, variables = modules.generator, variables["generator"]
-  if modules.generator.label_classes:
-    if modules.segmenter is None:
-      raise ValueError(f"{directory}: a label-conditioned generator trained without "
-                       "config.model.semantic_segmenter; nothing can give it the classes of "
-                       "the images it translates")
-    module = label_guidance.PseudoLabelledGenerator(modules.generator, modules.segmenter)
-    variables = {"generator": variables, "segmenter": restored["state"]["variables"]["segmenter"]}
+  try:
+    module, variables = families.get(config).trained_generator(
+        config, restored["state"]["variables"],
+        jnp.dtype(compute_dtype or config.compute_dtype))
+  except ValueError as e:
+    raise ValueError(f"{directory}: {e}") from e
   return LoadedGenerator(config=config, step=int(step), module=module,
                          variables=variables, path=str(directory))

@@ -23,7 +23,8 @@ from ml_collections import config_flags
 
 from i2i_jax import checkpoint
 from i2i_jax import cli
-from i2i_jax import training
+from i2i_jax import families
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.models import pretrained
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait
@@ -84,6 +85,9 @@ def main(argv: Sequence[str]) -> int:
     raise cli.UsageError(f"unexpected arguments {arguments[1:]}")
   checkpoint.quiet_orbax_logs()
   config = _CONFIG.value
+  if families.family_name(config) != "vsait":
+    raise cli.UsageError(f"--config: config.model.family={families.family_name(config)!r}; "
+                         "official checkpoints are VSAIT's, import them with a VSAIT config")
   existing = checkpoint.checkpoint_dir(_WORKDIR.value)
   if existing.exists() and any(existing.iterdir()):
     # Never mix an imported step 0 into a run (or another import): its keep policy
@@ -102,8 +106,8 @@ def main(argv: Sequence[str]) -> int:
     variables = import_official_checkpoint(state_dict, config, _VGG.value == "checkpoint")
   except (torch_layout.ConversionError, FileNotFoundError, RuntimeError, ValueError) as e:
     raise cli.UsageError(f"--checkpoint={_CHECKPOINT.value}: {e}") from e
-  fns = training.make_step_functions(config)
-  state = training.create_train_state(fns, jax.tree.map(jnp.asarray, variables))
+  fns = vsait_family.make_step_functions(config)
+  state = vsait_family.create_train_state(fns, jax.tree.map(jnp.asarray, variables))
   try:
     manager = checkpoint.make_manager(_WORKDIR.value, config.checkpoint)
     checkpoint.save(manager, 0, state, None, config, force=True)

@@ -6,16 +6,16 @@ name devices.
   * One mesh axis, "data", over every device of every host.
   * Batches are split over "data" along their first axis.
   * Everything else is replicated, unless `config.sharding.fsdp`: then the
-    fixed LSH projections (the largest arrays: 16*16*64*4096 floats for the
-    first VGG map of the paper model) and both optimizer states are split over
-    "data" too (FSDP-style; XLA gathers them where the step needs them).
-    Trained parameters stay replicated.
+    state leaves the model family allows (its `is_fsdp_leaf`, e.g. VSAIT's
+    fixed LSH projections and optimizer states) are split over "data" too
+    (FSDP-style; XLA gathers them where the step needs them).
 
 Multi-host runs call `maybe_initialize_distributed()` before anything touches
 a device; each host then feeds only its own part of the global batch
 (`global_batch`).
 """
 
+from collections.abc import Callable
 import os
 from typing import Any
 
@@ -96,29 +96,26 @@ def fsdp_spec(shape: tuple[int, ...], axis_size: int, min_size: int) -> P:
   return P(*[DATA_AXIS if i == axis else None for i in range(len(shape))])
 
 
-def _is_fsdp_leaf(path: tuple[Any, ...]) -> bool:
-  """Whether a TrainState leaf is one FSDP splits: LSH constants or optimizer states."""
-  names = [getattr(key, "name", getattr(key, "key", None)) for key in path]
-  if names[:1] in (["g_opt_state"], ["d_opt_state"]):
-    return True
-  return names[:2] == ["variables", "lsh"]
-
-
 def state_shardings(state: Any, mesh: jax.sharding.Mesh,
-                    sharding_config: ml_collections.ConfigDict) -> Any:
-  """NamedShardings for every leaf of a TrainState (or its `jax.eval_shape`).
+                    sharding_config: ml_collections.ConfigDict,
+                    is_fsdp_leaf: Callable[[str], bool]) -> Any:
+  """NamedShardings for every leaf of a train state (or its `jax.eval_shape`).
 
   Args:
-    state: a `training.TrainState` of arrays or ShapeDtypeStructs.
+    state: a model family's train state of arrays or ShapeDtypeStructs.
     mesh: from `make_mesh`.
     sharding_config: `config.sharding` (fsdp, fsdp_min_size).
+    is_fsdp_leaf: the model family's rule: a leaf's path, as
+      "variables/lsh/constants/weight_0" or "g_opt_state/1/mu/...", -> whether
+      FSDP may split it (the rest stays replicated).
   Returns:
     A pytree like `state` of NamedShardings.
   """
   axis_size = mesh.shape[DATA_AXIS]
 
   def rule(path, leaf):
-    if sharding_config.fsdp and _is_fsdp_leaf(path):
+    if sharding_config.fsdp and is_fsdp_leaf(
+        jax.tree_util.keystr(path, simple=True, separator="/")):
       return NamedSharding(mesh, fsdp_spec(leaf.shape, axis_size,
                                            sharding_config.fsdp_min_size))
     return NamedSharding(mesh, P())

@@ -1,10 +1,11 @@
-"""Trains VSAIT.
+"""Trains a translator of the model family config.model.family names (VSAIT by default).
 
   python -m i2i_jax.train --config=configs/demo.py --workdir=/tmp/vsait_demo
 
 Flags that matter:
   --config=FILE          a config file (configs/vsait.py: the paper; demo.py:
-                         toy data on a CPU in minutes; gta2cityscapes.py).
+                         toy data on a CPU in minutes; gta2cityscapes.py); its
+                         model.family picks the model (i2i_jax/families/).
   --workdir=DIR          checkpoints/, tensorboard/, metrics.jsonl and samples/
                          go here; a workdir with a checkpoint is resumed from
                          its last step.
@@ -58,15 +59,12 @@ from PIL import Image
 from i2i_jax import checkpoint
 from i2i_jax import cli
 from i2i_jax import evaluators
+from i2i_jax import families
 from i2i_jax import metric_writer
 from i2i_jax import sharding
 from i2i_jax import storage
-from i2i_jax import training
 from i2i_jax.data import pipeline
 from i2i_jax.metrics import fid
-from i2i_jax.models import label_guidance
-from i2i_jax.models import pretrained
-from i2i_jax.models import vsait
 
 # The command's own flags (not absl's global FLAGS), so that every entry point
 # imports next to the others although their flag names overlap (cli.py).
@@ -78,8 +76,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
                                flag_values=FLAGS)
 flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
-# Crops used only to trace shapes at initialisation (the nets are fully convolutional).
-_INIT_IMAGE_SHAPE = (64, 64)
 # TensorBoard tag of the image grids ("|" is not allowed in tags).
 IMAGE_GRID_TAG = "samples/source_translated_target"
 
@@ -132,63 +128,32 @@ class _StyleProbe:
     batch = next(pipeline.make_train_iterator(data_config, seed=config.seed + 1,
                                               process_index=0, process_count=1))
     self.source = batch["source"]
-    self.source_label = batch.get("source_label")  # for a label-conditioned generator
+    self.source_label = batch.get("source_label")  # for a generator that reads labels
     self.target_statistics = style_statistics(batch["target"])
     self.source_distance = style_distance(self.source, self.target_statistics)
 
 
-def _init_fn(fns: training.StepFunctions, rng: jax.Array) -> training.TrainState:
-  return training.create_train_state(
-      fns, vsait.init_variables(fns.modules, rng, _INIT_IMAGE_SHAPE))
+def create_state(config: ml_collections.ConfigDict, family: families.Family, fns: Any,
+                 mesh: jax.sharding.Mesh, pretrained_variables: dict[str, Any]) -> tuple[Any, Any]:
+  """A fresh train state of `family` laid out on `mesh`.
 
-
-def create_state(config: ml_collections.ConfigDict, fns: training.StepFunctions,
-                 mesh: jax.sharding.Mesh,
-                 segmenter_params: Any = None) -> tuple[training.TrainState, Any]:
-  """A fresh TrainState laid out on `mesh`, VGG weights from config.model.vgg_weights.
-
-  `segmenter_params`: the frozen segmenter's (`label_guidance.restore_segmenter_params`),
-  when the model has one.
-
+  Args:
+    config: the run's config (seed, sharding).
+    family: the model family; `fns` its static step object.
+    mesh: from `sharding.make_mesh`.
+    pretrained_variables: {network: variables} that replace the initialised ones
+      (the family's `pretrained_variables`).
   Returns:
     (state, its NamedShardings).
   """
-  init = functools.partial(_init_fn, fns)
+  init = functools.partial(family.init_state, fns)
   rng = jax.random.key(config.seed)
-  shardings = sharding.state_shardings(jax.eval_shape(init, rng), mesh, config.sharding)
+  shardings = sharding.state_shardings(jax.eval_shape(init, rng), mesh, config.sharding,
+                                       family.is_fsdp_leaf)
   state = jax.jit(init, out_shardings=shardings)(rng)
-  if config.model.vgg_weights != "random":
-    vgg = pretrained.load_vgg_variables(config.model.vgg_weights, None)
-    vgg = jax.device_put(vgg, shardings.variables["vgg"])
-    state = state.replace(variables={**state.variables, "vgg": vgg})
-  if segmenter_params is not None:
-    segmenter = jax.device_put({"params": segmenter_params}, shardings.variables["segmenter"])
-    state = state.replace(variables={**state.variables, "segmenter": segmenter})
-  return state, shardings
-
-
-def load_segmenter_params(config: ml_collections.ConfigDict,
-                          fns: training.StepFunctions) -> Any:
-  """The frozen segmenter's parameters from config.model.semantic_segmenter, or None.
-
-  Raises:
-    ValueError: naming the key, for a folder that is no segmenter of
-      config.model.label_classes classes, or for label-guided options without
-      config.data.with_labels.
-  """
-  if fns.needs_source_labels and not config.data.with_labels:
-    raise ValueError("the label-guided options (config.loss.semantic_coef, "
-                     "config.model.label_conditioned_generator, class_conditional_discriminator, "
-                     "label_bound_discriminator) need source labels: set "
-                     "--config.data.with_labels=True")
-  if fns.modules.segmenter is None:
-    if fns.modules.generator.label_classes and config.evals:
-      raise ValueError("config.model.label_conditioned_generator with config.evals needs "
-                       "config.model.semantic_segmenter: evaluators pass no labels, so the "
-                       "generator gets the segmenter's")
-    return None
-  return label_guidance.restore_segmenter_params(
-      config.model.semantic_segmenter, config.model.label_classes, vsait.SEGMENTER_FEATURES)
+  placed = {name: jax.device_put(variables, shardings.variables[name])
+            for name, variables in pretrained_variables.items()}
+  return state.replace(variables={**state.variables, **placed}), shardings
 
 
 @dataclasses.dataclass
@@ -198,13 +163,14 @@ class _NetworkSize:
   parameters: int
 
 
-def parameter_table(variables: dict[str, Any]) -> str:
-  """The trainable networks' parameter counts (generator, map network, discriminator) as a table.
+def parameter_table(trainable: dict[str, Any]) -> str:
+  """The trained networks' parameter counts as a table.
 
+  Args:
+    trainable: {network: parameters}, the family's `parameter_groups` (for
+      VSAIT: generator, map network, discriminator).
   Counts come from the shapes alone, so sharded global arrays need no gathering.
   """
-  trainable = {**training.generator_params(variables),
-               "discriminator": training.discriminator_params(variables)}
   rows = [_NetworkSize(name, int(parameter_overview.count_parameters(params)))
           for name, params in trainable.items()]
   rows.append(_NetworkSize("total", sum(row.parameters for row in rows)))
@@ -248,7 +214,7 @@ def format_duration(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(seconds)))
 
 
-def _compile(train_step, state: training.TrainState, batch: dict[str, jax.Array]):
+def _compile(train_step, state: Any, batch: dict[str, jax.Array]):
   """The compiled train step for these shapes, with the compile time logged."""
   logging.info("compiling the train step")
   start = time.perf_counter()
@@ -269,8 +235,11 @@ def _check_finite(step: int, metrics: dict[str, float], manager) -> None:
         + f"; stopped without saving (last checkpoint: step {manager.latest_step()})")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> training.TrainState:
-  """Trains (or resumes) up to config.total_steps; returns the final state.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Trains (or resumes) up to config.total_steps; returns the final train state.
+
+  The model, its state and its step come from the family config.model.family
+  names (`i2i_jax.families`); everything else here is the same for every family.
 
   A workdir with checkpoints resumes from the newest one that can be read (see
   `checkpoint.restore`); one already at `config.total_steps` is left as it is.
@@ -292,19 +261,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   try:
     mesh = sharding.make_mesh()
     sharding.check_batch_split(config.data.batch_size, config.grad_accum_steps, mesh)
-    fns = training.make_step_functions(config)
+    family = families.get(config)
+    fns = family.make_step_functions(config)
     if config.profile_steps and config.profile_start_step < 1:
       raise ValueError(f"config.profile_start_step={config.profile_start_step}: steps count "
                        "from 1, so nothing would be traced")
-    segmenter_params = load_segmenter_params(config, fns)
+    pretrained_variables = family.pretrained_variables(config, fns)
     logging.info("building the input pipeline: %s -> %s", config.data.source, config.data.target)
     data_iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
     # Their evaluation images are rendered here, once.
     evals = evaluators.build(config.evals)
   except (ValueError, FileNotFoundError) as e:
     raise ConfigError(str(e)) from e
-  logging.info("initialising the networks (VGG weights: %s)", config.model.vgg_weights)
-  state, state_shardings = create_state(config, fns, mesh, segmenter_params)
+  logging.info("initialising the networks of %s%s", families.family_name(config),
+               f" (pretrained: {', '.join(sorted(pretrained_variables))})"
+               if pretrained_variables else "")
+  state, state_shardings = create_state(config, family, fns, mesh, pretrained_variables)
 
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -326,10 +298,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     return state
 
   batch_sharding = sharding.batch_sharding(mesh)
-  train_step = jax.jit(functools.partial(training.train_step, fns=fns),
+  train_step = jax.jit(functools.partial(family.train_step, fns=fns),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
-  translate = jax.jit(functools.partial(training.translate, fns=fns))
+  translate = jax.jit(functools.partial(family.translate, fns=fns))
+  batch_keys = family.batch_keys(fns)
 
   writer = metric_writer.MetricWriter(workdir)
   if start_step == 0:
@@ -337,7 +310,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   probe = _StyleProbe(config) if config.style_distance_images > 0 else None
   if probe is not None:
     writer.write_scalars(start_step, {"style_distance/source": probe.source_distance})
-  logging.info("trainable parameters:\n%s", parameter_table(state.variables))
+  logging.info("trainable parameters:\n%s",
+               parameter_table(family.parameter_groups(state.variables)))
   batch_size = config.data.batch_size
   logging.info("training steps %d..%d: %d devices, global batch %d (%d micro-batches), %s",
                start_step + 1, config.total_steps, jax.device_count(), batch_size,
@@ -393,9 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
           tracing = True
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           host_batch = next(data_iterator)
-          batch = sharding.global_batch(
-              {k: host_batch[k] for k in ("source", "target", "source_label")
-               if k in host_batch}, mesh)
+          batch = sharding.global_batch({k: host_batch[k] for k in batch_keys}, mesh)
           if compiled_step is None:
             compiled_step = _compile(train_step, state, batch)
             timer = (time.perf_counter(), start_step)
@@ -428,11 +400,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
           writer.write_scalars(step, scalars)
           history = []
           eta = (config.total_steps - step) / steps_per_sec
-          logging.info("step %d/%d (%.1f%%): g_total %.4f d_total %.4f, %.2f steps/s, "
-                       "%.1f images/s, ETA %s", step, config.total_steps,
-                       100 * step / config.total_steps, scalars["g_total"],
-                       scalars["d_total"], steps_per_sec, steps_per_sec * batch_size,
-                       format_duration(eta))
+          totals = " ".join(f"{k} {v:.4f}" for k, v in scalars.items() if k.endswith("_total"))
+          logging.info("step %d/%d (%.1f%%): %s, %.2f steps/s, %.1f images/s, ETA %s", step,
+                       config.total_steps, 100 * step / config.total_steps, totals,
+                       steps_per_sec, steps_per_sec * batch_size, format_duration(eta))
         if step % config.log_images_every == 0 or is_last:
           log_images(step, batch)
         run_evals(step, is_last)

@@ -53,18 +53,19 @@ def tiny_workdir(tmp_path_factory) -> str:
   # Imported here: JAX must see the environment set above first.
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from i2i_jax import checkpoint, training  # pylint: disable=g-import-not-at-top
+  from i2i_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from i2i_jax.families import vsait as vsait_family  # pylint: disable=g-import-not-at-top
   from i2i_jax.configs import tiny  # pylint: disable=g-import-not-at-top
   from i2i_jax.models import vsait  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   # Jitted: the eager init of all five networks takes ~30 s on 2 cores.
   variables = jax.jit(lambda key: vsait.init_variables(fns.modules, key, (32, 32)))(
       jax.random.key(0))
   path = tmp_path_factory.mktemp("tiny_run")
   manager = checkpoint.make_manager(path, ml_collections.ConfigDict(
       dict(every_steps=1, keep=2, keep_every_steps=0, async_save=False)))
-  checkpoint.save(manager, 0, training.create_train_state(fns, variables), None, config,
+  checkpoint.save(manager, 0, vsait_family.create_train_state(fns, variables), None, config,
                   force=True)
   manager.wait_until_finished()
   return str(path)

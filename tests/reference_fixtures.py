@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 
 from i2i_jax.configs import vsait as vsait_config
-from i2i_jax import training, vsa
+from i2i_jax import vsa
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vgg, vsait
 
@@ -121,7 +122,7 @@ def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:
   """Our value for every result key of the fixture (float64 needs jax.enable_x64)."""
   config = fixture.config
   config.compute_dtype = jnp.dtype(dtype).name
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   modules = fns.modules
   variables = fixture.variables(dtype)
   batch = fixture.inputs(dtype)
@@ -131,8 +132,8 @@ def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:
   for node, value in zip(vgg.RETURN_NODES, features):
     results[f"outputs/vgg_source/features.{node}"] = nchw(value)
 
-  g_params = training.generator_params(variables)
-  (_, aux), g_grads = jax.jit(jax.value_and_grad(training.generator_loss, has_aux=True),
+  g_params = vsait_family.generator_params(variables)
+  (_, aux), g_grads = jax.jit(jax.value_and_grad(vsait_family.generator_loss, has_aux=True),
                               static_argnums=3)(g_params, variables, batch["source"], fns)
   outputs = aux["outputs"]
   hv_target = jax.jit(modules.hypervectors)(variables, batch["target"])
@@ -163,16 +164,16 @@ def run_ours(fixture: Fixture, dtype) -> dict[str, np.ndarray]:
   # that update's Adam signs are random where a gradient is below its float32
   # noise (fixture README, rule 2's exception), so the float32 D step starts from
   # the reference's float64 updated generator and map network instead of ours.
-  state = training.create_train_state(fns, variables)
-  new_state, _ = jax.jit(training.train_step, static_argnums=2)(state, batch, fns)
+  state = vsait_family.create_train_state(fns, variables)
+  new_state, _ = jax.jit(vsait_family.train_step, static_argnums=2)(state, batch, fns)
   updated = (new_state.variables if jnp.dtype(dtype) == jnp.float64
              else fixture.variables(dtype, after_step=True))
   after_g = {**updated, "discriminator": variables["discriminator"]}
-  d_inputs = jax.jit(training.discriminator_inputs, static_argnums=4)(
+  d_inputs = jax.jit(vsait_family.discriminator_inputs, static_argnums=4)(
       after_g, batch["source"], batch["target"], outputs["hv_source"], fns)
   (d_total, d_outputs), d_grads = jax.jit(
-      jax.value_and_grad(training.discriminator_loss, has_aux=True), static_argnums=2)(
-          training.discriminator_params(variables), d_inputs, fns)
+      jax.value_and_grad(vsait_family.discriminator_loss, has_aux=True), static_argnums=2)(
+          vsait_family.discriminator_params(variables), d_inputs, fns)
   results.update({
       "outputs/d_step/fake": nchw(d_inputs["translated"]),
       "outputs/d_step/d_fake": nchw(d_outputs["d_translated"]),

@@ -13,7 +13,7 @@ import pytest
 
 from i2i_jax.configs import tiny
 from i2i_jax import checkpoint
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.data import pipeline
 from i2i_jax.models import vsait
 
@@ -25,8 +25,8 @@ def config():
 
 @pytest.fixture(scope="module")
 def state(config):
-  fns = training.make_step_functions(config)
-  return training.create_train_state(
+  fns = vsait_family.make_step_functions(config)
+  return vsait_family.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (32, 32)))
 
 
@@ -63,7 +63,7 @@ def test_load_generator_translates_like_the_trained_state(tmp_path, config, stat
   checkpoint.save(manager, 3, state, None, config, force=True)
   manager.wait_until_finished()
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
-  expected = training.make_step_functions(config).modules.generator.apply(
+  expected = vsait_family.make_step_functions(config).modules.generator.apply(
       state.variables["generator"], images)
   for path in (tmp_path, tmp_path / "checkpoints"):
     loaded = checkpoint.load_generator(path)

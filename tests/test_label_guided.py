@@ -16,7 +16,7 @@ from i2i_jax import checkpoint
 from i2i_jax import losses
 from i2i_jax import metric_writer
 from i2i_jax import train
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax import translator as translator_lib
 from i2i_jax import vsa
 from i2i_jax.configs import tiny
@@ -81,12 +81,12 @@ def test_semantic_term_scores_the_translation_against_the_source_labels():
   """In the G loss: smaller for labels the segmenter reads in G(x) than for others,
   and its gradient reaches the generator; no optimizer holds the segmenter."""
   config = _config(VARIANTS["semantic_consistency"])
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   variables = _init(fns)
   source = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
-  loss_and_grads = jax.jit(jax.value_and_grad(training.generator_loss, has_aux=True),
+  loss_and_grads = jax.jit(jax.value_and_grad(vsait_family.generator_loss, has_aux=True),
                            static_argnums=3)
-  g_params = training.generator_params(variables)
+  g_params = vsait_family.generator_params(variables)
   (_, aux), _ = loss_and_grads(g_params, variables, source, fns, jnp.zeros((2, 16, 16), jnp.int32))
   read = label_guidance.pseudo_labels(fns.modules.segmenter, variables["segmenter"],
                                       aux["outputs"]["translated"])
@@ -102,7 +102,7 @@ def test_semantic_term_scores_the_translation_against_the_source_labels():
 
 def test_semantic_loss_without_a_segmenter_names_the_key():
   with pytest.raises(ValueError, match="config.model.semantic_segmenter"):
-    training.make_step_functions(_config(VARIANTS["semantic_consistency"], segmenter=""))
+    vsait_family.make_step_functions(_config(VARIANTS["semantic_consistency"], segmenter=""))
 
 
 # --- label-bound hypervectors ---------------------------------------------------------
@@ -140,15 +140,15 @@ def test_mixed_cells_give_back_their_class_fractions_by_unbinding():
 
 def test_the_bound_discriminator_sees_the_classes_of_its_cells():
   config = _config(VARIANTS["label_bound_discriminator"])
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   hypervectors = jax.random.normal(jax.random.key(0), (1, 2, 2, 64)) / 8
   d_variables = fns.modules.discriminator.init(jax.random.key(1), hypervectors)
   sky, road = (jax.nn.one_hot(jnp.full((1, 2, 2), c), NUM_CLASSES) for c in (10, 0))
-  as_sky = training.discriminate(d_variables, hypervectors, sky, fns)
-  assert not np.allclose(as_sky, training.discriminate(d_variables, hypervectors, road, fns))
+  as_sky = vsait_family.discriminate(d_variables, hypervectors, sky, fns)
+  assert not np.allclose(as_sky, vsait_family.discriminate(d_variables, hypervectors, road, fns))
   # Unbound (no labelled pixel) it is the paper's discriminator.
   np.testing.assert_allclose(
-      training.discriminate(d_variables, hypervectors, jnp.zeros_like(sky), fns),
+      vsait_family.discriminate(d_variables, hypervectors, jnp.zeros_like(sky), fns),
       fns.modules.discriminator.apply(d_variables, hypervectors), rtol=1e-6)
 
 
@@ -209,12 +209,12 @@ def test_the_projection_discriminator_depends_on_the_class_map():
 
 def test_target_classes_come_from_the_segmenters_pseudo_labels():
   config = _config(VARIANTS["class_conditional_discriminator"])
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   variables = _init(fns)
   source, target = jax.random.uniform(jax.random.key(1), (2, 2, 16, 16, 3), minval=-1)
   labels = jnp.full((2, 16, 16), 3)
   hv_source = jax.jit(fns.modules.hypervectors)(variables, source)
-  inputs = jax.jit(training.discriminator_inputs, static_argnums=4)(
+  inputs = jax.jit(vsait_family.discriminator_inputs, static_argnums=4)(
       variables, source, target, hv_source, fns, labels)
   np.testing.assert_allclose(inputs["source_classes"][..., 3], 1.0)
   expected = label_guidance.class_fractions(
@@ -228,7 +228,7 @@ def test_target_classes_come_from_the_segmenters_pseudo_labels():
 
 def test_all_options_off_build_the_papers_networks():
   config = tiny.get_config()
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   assert not fns.needs_source_labels and fns.modules.segmenter is None
   shapes = jax.eval_shape(lambda: vsait.init_variables(fns.modules, jax.random.key(0), (32, 32)))
   assert set(shapes) == {"generator", "vgg", "lsh", "map_net", "discriminator"}
@@ -274,8 +274,8 @@ def test_every_option_trains_sharded_in_bfloat16_through_the_trainer(tmp_path):
   losses_logged = [r for r in records if "g_total" in r]
   assert [r["step"] for r in losses_logged] == [1, 2]
   assert all(np.isfinite(r["g_semantic"]) and np.isfinite(r["d_total"]) for r in losses_logged)
-  g_tree = str(jax.tree.structure(training.generator_params(state.variables)))
-  d_tree = str(jax.tree.structure(training.discriminator_params(state.variables)))
+  g_tree = str(jax.tree.structure(vsait_family.generator_params(state.variables)))
+  d_tree = str(jax.tree.structure(vsait_family.discriminator_params(state.variables)))
   assert "spade" in g_tree and "class_embedding" in d_tree
   assert state.variables["generator"]["params"]["decoder_up_0"]["spade"]["gamma"][
       "kernel"].dtype == jnp.float32
@@ -291,8 +291,8 @@ def test_every_option_trains_sharded_in_bfloat16_through_the_trainer(tmp_path):
   translator = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=32)  # no padding
   translated = translator.translate(images)
   config.compute_dtype = "float32"
-  fns = training.make_step_functions(config)
-  expected = training.translate(jax.device_get(state.variables),
+  fns = vsait_family.make_step_functions(config)
+  expected = vsait_family.translate(jax.device_get(state.variables),
                                 images.astype(np.float32) / 127.5 - 1.0, fns)
   expected = np.clip(np.round((np.asarray(expected, np.float32) + 1) * 127.5), 0, 255)
   assert np.abs(translated.astype(int) - expected).max() <= 1

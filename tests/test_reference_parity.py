@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import reference_fixtures as rf
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 
 FIXTURES = rf.fixture_paths()
 
@@ -103,7 +103,7 @@ def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours3
 def test_adam_from_stored_gradients(fixture):
   """Our optax Adam on the stored float64 gradients gives the stored updated parameters."""
   with jax.enable_x64(True):
-    fns = training.make_step_functions(fixture.config)
+    fns = vsait_family.make_step_functions(fixture.config)
     for key in rf.result_keys(fixture):
       if not key.startswith("params_after_step/"):
         continue

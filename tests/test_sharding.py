@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from i2i_jax.configs import tiny
 from i2i_jax import sharding
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.data import pipeline
 from i2i_jax.models import vsait
 
@@ -29,7 +29,7 @@ def _config(fsdp: bool, batch_size: int = 8):
 
 def _initial_state(fns, dtype=jnp.float32):
   variables = vsait.init_variables(fns.modules, jax.random.key(0), (16, 16))
-  return training.create_train_state(fns, jax.tree.map(lambda x: x.astype(dtype), variables))
+  return vsait_family.create_train_state(fns, jax.tree.map(lambda x: x.astype(dtype), variables))
 
 
 def _batches(config, count):
@@ -52,10 +52,11 @@ def test_fsdp_spec_splits_the_largest_divisible_axis():
 @pytest.mark.parametrize("fsdp", [False, True])
 def test_state_shardings(fsdp):
   config = _config(fsdp)
-  fns = training.make_step_functions(config)
+  fns = vsait_family.make_step_functions(config)
   mesh = sharding.make_mesh()
   abstract = jax.eval_shape(_initial_state, fns)
-  shardings = sharding.state_shardings(abstract, mesh, config.sharding)
+  shardings = sharding.state_shardings(abstract, mesh, config.sharding,
+                                       vsait_family.is_fsdp_leaf)
   lsh_weight = shardings.variables["lsh"]["constants"]["weight_0"]
   adam_mu = shardings.g_opt_state[1].mu["map_net"]["conv_0"]["kernel"]
   generator_kernel = jax.tree.leaves(shardings.variables["generator"]["params"])[0]
@@ -101,10 +102,10 @@ def test_sharded_steps_equal_one_device_steps():
   with jax.enable_x64(True):
     config = _config(fsdp)
     config.compute_dtype = "float64"
-    fns = training.make_step_functions(config)
+    fns = vsait_family.make_step_functions(config)
     batches = [{k: jnp.asarray(b[k], jnp.float64) for k in ("source", "target")}
                for b in _batches(config, 2)]
-    step = functools.partial(training.train_step, fns=fns)
+    step = functools.partial(vsait_family.train_step, fns=fns)
 
     init = functools.partial(_initial_state, fns, jnp.float64)
     initial = init()
@@ -116,7 +117,8 @@ def test_sharded_steps_equal_one_device_steps():
       one_metrics.append(metrics)
 
     mesh = sharding.make_mesh()
-    shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding)
+    shardings = sharding.state_shardings(jax.eval_shape(init), mesh, config.sharding,
+                                         vsait_family.is_fsdp_leaf)
     sharded = jax.device_put(initial, shardings)
     sharded_step = jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                            out_shardings=(shardings, None))

@@ -23,7 +23,7 @@ from i2i_jax.configs import tiny
 from i2i_jax import checkpoint
 from i2i_jax import metric_writer
 from i2i_jax import train
-from i2i_jax import training
+from i2i_jax.families import vsait as vsait_family
 from i2i_jax.data import pipeline
 from i2i_jax.models import vsait
 
@@ -45,8 +45,8 @@ def _parameter_count(network_variables):
 
 
 def _params(state):
-  return jax.device_get(training.generator_params(state.variables)), jax.device_get(
-      training.discriminator_params(state.variables))
+  return jax.device_get(vsait_family.generator_params(state.variables)), jax.device_get(
+      vsait_family.discriminator_params(state.variables))
 
 
 def test_grad_accumulation_equals_one_large_batch():
@@ -60,11 +60,11 @@ def test_grad_accumulation_equals_one_large_batch():
     results = {}
     for accum in (1, 2):
       config.grad_accum_steps = accum
-      fns = training.make_step_functions(config)
+      fns = vsait_family.make_step_functions(config)
       variables = vsait.init_variables(fns.modules, jax.random.key(0), (16, 16))
-      state = training.create_train_state(
+      state = vsait_family.create_train_state(
           fns, jax.tree.map(lambda x: x.astype(jnp.float64), variables))
-      step = jax.jit(functools.partial(training.train_step, fns=fns))
+      step = jax.jit(functools.partial(vsait_family.train_step, fns=fns))
       state, _ = step(state, batch)
       state, metrics = step(state, batch)
       results[accum] = jax.device_get((state, metrics))
@@ -80,12 +80,12 @@ def test_grad_accumulation_equals_one_large_batch():
 def test_grad_accumulation_rejects_an_uneven_split():
   config = _config()
   config.grad_accum_steps = 3
-  fns = training.make_step_functions(config)
-  state = jax.eval_shape(lambda: training.create_train_state(
+  fns = vsait_family.make_step_functions(config)
+  state = jax.eval_shape(lambda: vsait_family.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16))))
   batch = {k: jax.ShapeDtypeStruct((8, 16, 16, 3), jnp.float32) for k in ("source", "target")}
   with pytest.raises(ValueError, match="config.grad_accum_steps=3"):
-    jax.eval_shape(functools.partial(training.train_step, fns=fns), state, batch)
+    jax.eval_shape(functools.partial(vsait_family.train_step, fns=fns), state, batch)
 
 
 @pytest.mark.slow
@@ -286,8 +286,8 @@ def test_help_exits_zero_with_the_help_on_stdout():
 def test_workdir_of_another_model_or_without_an_intact_checkpoint_fails_in_one_line(tmp_path):
   """Another model config: exit 2 naming the keys; every checkpoint damaged: exit 3."""
   config = tiny.get_config()
-  fns = training.make_step_functions(config)
-  state = training.create_train_state(
+  fns = vsait_family.make_step_functions(config)
+  state = vsait_family.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16)))
   manager = checkpoint.make_manager(tmp_path, config.checkpoint)
   checkpoint.save(manager, 2, state.replace(step=jnp.asarray(2, jnp.int32)), None, config,
@@ -367,8 +367,8 @@ def test_kill_during_save_leaves_the_previous_checkpoint_usable(tmp_path):
   latest = manager.latest_step()
   assert latest is not None
   config = tiny.get_config()
-  fns = training.make_step_functions(config)
-  template = training.create_train_state(
+  fns = vsait_family.make_step_functions(config)
+  template = vsait_family.create_train_state(
       fns, vsait.init_variables(fns.modules, jax.random.key(0), (16, 16)))
   iterator = pipeline.make_train_iterator(config.data, seed=config.seed)
   restored = checkpoint.restore(manager, template, iterator)
