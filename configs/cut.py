@@ -1,22 +1,29 @@
 """CUT (Park et al., ECCV 2020), `--model cut --CUT_mode CUT`, value for value.
 
-Every value is the official default of taesungp/contrastive-unpaired-translation
-(options/base_options.py, options/train_options.py, models/cut_model.py with
-its CUT-mode overrides); the official option name is in each comment. The
-modules are i2i_jax/models/cut.py, the losses and the step i2i_jax/losses_cut.py
-(docs/cut.md). Not yet trainable through `i2i_jax.train`.
+Every model, loss, optimizer and data value is the official default of
+taesungp/contrastive-unpaired-translation (options/base_options.py,
+options/train_options.py, models/cut_model.py with its CUT-mode overrides); the
+official option name is in each comment. The modules are
+i2i_jax/models/cut.py, the losses and the step i2i_jax/losses_cut.py, the
+family i2i_jax/families/cut.py (docs/cut.md). The blocks of the shared trainer
+(sharding, checkpoints, logging, evaluators, data loading) are configs/vsait.py's,
+which documents them.
+
+  python -m i2i_jax.train --config=configs/cut.py --workdir=DIR \
+      --config.data.source=folder:DATAROOT/trainA --config.data.target=folder:DATAROOT/trainB
 """
 
 import ml_collections
 
+from i2i_jax.configs import vsait
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the official CUT training configuration."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.compute_dtype = "float32"
+  config = vsait.get_config()
 
   config.model = ml_collections.ConfigDict()
+  config.model.family = "cut"
   config.model.name = "cut"  # --model cut, --CUT_mode CUT (not FastCUT)
   config.model.input_nc = 3  # --input_nc
   config.model.output_nc = 3  # --output_nc
@@ -59,16 +66,22 @@ def get_config() -> ml_collections.ConfigDict:
   # unaligned dataset's length); set it for the data set. Default: horse2zebra
   # (1067 horses, 1334 zebras).
   config.optimizer.steps_per_epoch = 1334
+  # The official run: epochs epoch_count .. n_epochs + n_epochs_decay. Set it
+  # with n_epochs, n_epochs_decay or steps_per_epoch.
+  config.total_steps = (config.optimizer.n_epochs + config.optimizer.n_epochs_decay
+                        ) * config.optimizer.steps_per_epoch
+  # No gradient accumulation in CUT (the family refuses other values).
+  config.grad_accum_steps = 1
 
-  config.data = ml_collections.ConfigDict()
+  # The official unaligned dataset: DATAROOT/trainA (source) and DATAROOT/trainB
+  # (target), each shuffled on its own (--serial_batches False); CUT keeps no
+  # image pool for D (--pool_size 0).
+  config.data.source = "folder:datasets/horse2zebra/trainA"
+  config.data.target = "folder:datasets/horse2zebra/trainB"
   config.data.batch_size = 1  # --batch_size
   # --preprocess resize_and_crop --load_size 286 --crop_size 256, flip unless
   # --no_flip; images scaled to [-1, 1]. The official loader resizes bicubic
   # (our resize op is bilinear) and stops the resize-and-crop (load_size =
   # crop_size) once the learning rate decays (epoch > n_epochs).
-  config.data.load_size = 286  # --load_size
-  config.data.crop_size = 256  # --crop_size
   config.data.preprocess = "resize(286,286)|random_crop(256,256)|flip_lr|value_range(-1,1)"
-  config.data.pool_size = 0  # --pool_size: CUT sets 0, no image pool for D
-  config.data.serial_batches = False  # --serial_batches: unpaired, B drawn at random
   return config

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 
+from i2i_jax.families import cut
 from i2i_jax.families import vsait
 
 # The family of configs that do not name one (every run before the key existed).
@@ -63,7 +64,7 @@ class Family(Protocol):
   """state.variables -> {network: trained parameters}, for the parameter table."""
 
 
-FAMILIES: dict[str, Family] = {"vsait": vsait}
+FAMILIES: dict[str, Family] = {"vsait": vsait, "cut": cut}
 
 
 def family_name(config: ml_collections.ConfigDict) -> str:

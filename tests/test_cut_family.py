@@ -1,0 +1,119 @@
+"""CUT trains, checkpoints, resumes, translates and evaluates through the shared code and CLIs.
+
+In process on the 8 fake devices of tests/conftest.py: configs/cut_tiny.py
+through `train.train_and_evaluate` (FSDP on), 4 straight steps equal 2 + resume
++ 2 bit for bit (the PatchNCE positions come from the state's key), and
+`checkpoint.load_generator` + `Translator` translate as the family does. Then
+the three CLIs in subprocesses on one CPU device: train, translate, evaluate.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from i2i_jax import checkpoint
+from i2i_jax import families
+from i2i_jax import metric_writer
+from i2i_jax import train
+from i2i_jax import translator as translator_lib
+from i2i_jax.configs import cut_tiny
+from i2i_jax.data import toy_streets
+from i2i_jax.families import cut as cut_family
+from i2i_jax.models import cut
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI_ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+
+def _config(total_steps):
+  """cut_tiny with one image per fake device and every Adam moment splittable."""
+  config = cut_tiny.get_config()
+  config.total_steps = total_steps
+  config.data.batch_size = 8
+  config.sharding.fsdp = True
+  config.sharding.fsdp_min_size = 1
+  return config
+
+
+def test_cut_trains_resumes_bit_exactly_and_translates_through_the_checkpoint(tmp_path, caplog):
+  with caplog.at_level(logging.INFO):
+    straight = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "straight"))
+  train.train_and_evaluate(_config(total_steps=2), str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "resumed"))
+
+  assert isinstance(straight, cut_family.TrainState)
+  assert int(straight.step) == int(resumed.step) == 4
+  jax.tree.map_with_path(
+      lambda path, a, b: np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path)),
+      jax.device_get(resumed), jax.device_get(straight))
+  records = metric_writer.read_metrics(tmp_path / "straight" / metric_writer.METRICS_FILE)
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  assert {"g_gan", "g_nce", "g_nce_y", "g_total", "d_fake", "d_real", "d_total", "g_lr",
+          "d_lr"} <= set(records[0])
+  assert records[-1]["g_nce"] < records[0]["g_nce"]  # the contrastive loss learns
+  progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 4/4")]
+  assert len(progress) == 1 and "d_total" in progress[0] and "g_total" in progress[0]
+  # FSDP: the Adam moments split over the devices, the parameters replicated.
+  first_moment = straight.opt_states["gf"][0].mu["generator"]["model_4"]["kernel"]
+  assert first_moment.shape[-1] == 8 and first_moment.sharding.spec == P(None, None, None, "data")
+  assert straight.variables["generator"]["params"]["model_4"]["kernel"].sharding.spec == P()
+
+  loaded = checkpoint.load_generator(tmp_path / "resumed")
+  assert loaded.step == 4 and isinstance(loaded.module, cut.ResnetGenerator)
+  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
+  translated = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=16).translate(
+      images)
+  fns = cut_family.make_step_functions(_config(total_steps=4))
+  expected = cut_family.translate(jax.device_get(straight.variables), images / 127.5 - 1.0, fns)
+  expected = np.clip(np.round((np.asarray(expected) + 1) * 127.5), 0, 255)
+  assert np.abs(translated.astype(int) - expected).max() <= 1
+
+
+def test_cut_is_registered_and_refuses_settings_it_cannot_run():
+  config = cut_tiny.get_config()
+  assert families.get(config) is cut_family
+  config.grad_accum_steps = 2
+  with pytest.raises(ValueError, match=r"^config\.grad_accum_steps=2: "):
+    cut_family.make_step_functions(config)
+  config = cut_tiny.get_config()
+  config.model.nce_layers = (0, 4, 30)
+  with pytest.raises(ValueError, match=r"^config\.model\.nce_layers=\(0, 4, 30\): .* 25 layers"):
+    cut_family.make_step_functions(config)
+
+
+def _run(module, *args):
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=CLI_ENV)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.mark.slow
+def test_train_translate_and_evaluate_clis_run_cut(tmp_path):
+  workdir, translated, report = tmp_path / "run", tmp_path / "translated", tmp_path / "report"
+  toy_streets.write_folder(str(tmp_path / "val"), 2, split="val", height=32, width=64)
+  toy_streets.write_folder(str(tmp_path / "train"), 2, style="real", split="train", height=32,
+                           width=64)
+  source = tmp_path / "val" / "sim" / "images"
+
+  _run("i2i_jax.train", "--config=configs/cut_tiny.py", f"--workdir={workdir}",
+       "--config.total_steps=2")
+  assert checkpoint.make_manager(workdir, read_only=True).latest_step() == 2
+  _run("i2i_jax.translate", f"--workdir={workdir}", f"--input={source}", f"--output={translated}")
+  manifest = json.loads((translated / "manifest.json").read_text())
+  assert manifest["status"] == "complete" and manifest["checkpoint"]["step"] == 2
+  assert manifest["config"]["model"]["family"] == "cut"
+  assert sorted(os.listdir(translated / "images")) == sorted(os.listdir(source))
+  _run("i2i_jax.evaluate", f"--source={source}", f"--translated={translated / 'images'}",
+       f"--target={tmp_path / 'train' / 'real' / 'images'}",
+       f"--target_labels={tmp_path / 'train' / 'real' / 'labels'}", f"--out={report}",
+       "--fd_network=none", "--segmenter_steps=1", "--downstream_steps=0", "--worst_k=1")
+  assert (report / "report.json").exists()
