@@ -11,12 +11,21 @@ from i2i_jax.configs import vsait
 
 def get_config() -> ml_collections.ConfigDict:
   config = vsait.get_config()
-  config.total_steps = 4
   config.model.res_blocks = 2
   config.model.res_channels = 8
   config.model.vgg_weights = "random"
   config.model.lsh_out_channels = 64
   config.model.discriminator_channels = (32, 16, 1)
+  return small_run(config)
+
+
+def small_run(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with a test-sized run around its model (every family's tiny config uses it).
+
+  4 steps on 32x32 crops of toy_streets sim -> real, batch 2, a synchronous
+  checkpoint every 2 steps, metrics every step and image grids every 2.
+  """
+  config.total_steps = 4
   config.data.source = "toy_streets:sim"
   config.data.target = "toy_streets:real"
   config.data.batch_size = 2

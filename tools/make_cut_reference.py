@@ -344,7 +344,10 @@ def main(argv=None):
     fixture[f"f32_error/{key}"] = np.array(np.max(np.abs(f32[key].astype(np.float64) - value)))
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  np.savez_compressed(out, **fixture)
+  partial = out.with_name(out.name + ".partial")  # renamed when whole: no half-written fixture
+  with open(partial, "wb") as f:
+    np.savez_compressed(f, **fixture)
+  partial.replace(out)
   print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB, {len(fixture)} keys); "
         f"losses G {float(ref['losses/G']):.6f} D {float(ref['losses/D']):.6f}")
 
