@@ -169,28 +169,37 @@ def draw_patch_ids(rng: jax.Array, modules: cut.CUTModules, image_shape: tuple[i
           "nce_idt": cut.sample_patch_ids(idt_rng, shapes, num_patches)}
 
 
-def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict) -> optax.Schedule:
+def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
+                           stepped_at_epoch_start: bool = False) -> optax.Schedule:
   """The official `--lr_policy linear` per optimizer step.
 
   The official LambdaLR steps once per epoch: in epoch e (0-based) the rate is
   `lr * (1 - max(0, e + epoch_count - n_epochs) / (n_epochs_decay + 1))`,
   constant for `n_epochs` epochs, then linear towards 0 over `n_epochs_decay`.
-  Here e = step // steps_per_epoch.
+  Here e = step // steps_per_epoch. With `stepped_at_epoch_start` (the train.py
+  of junyanz/pytorch-CycleGAN-and-pix2pix, which steps the scheduler at the
+  start of every epoch) epoch e trains at the rate of e + 1.
   """
   c = optimizer_config
+  scheduler_steps_before = 1 if stepped_at_epoch_start else 0
 
   def schedule(step):
-    epoch = step // c.steps_per_epoch
+    epoch = step // c.steps_per_epoch + scheduler_steps_before
     decay = jnp.maximum(0, epoch + c.epoch_count - c.n_epochs) / (c.n_epochs_decay + 1.0)
     return c.learning_rate * (1.0 - decay)
 
   return schedule
 
 
-def make_optimizer(optimizer_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """`torch.optim.Adam(lr, betas=(beta1, beta2))` with the linear schedule (one per network group)."""
+def make_optimizer(optimizer_config: ml_collections.ConfigDict,
+                   stepped_at_epoch_start: bool = False) -> optax.GradientTransformation:
+  """`torch.optim.Adam(lr, betas=(beta1, beta2))` with the linear schedule (one per network group).
+
+  `stepped_at_epoch_start`: see `learning_rate_schedule`.
+  """
   c = optimizer_config
-  return optax.adam(learning_rate_schedule(c), b1=c.b1, b2=c.b2, eps=c.eps)
+  return optax.adam(learning_rate_schedule(c, stepped_at_epoch_start), b1=c.b1, b2=c.b2,
+                    eps=c.eps)
 
 
 def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: jax.Array,

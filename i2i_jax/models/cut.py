@@ -6,6 +6,12 @@ models/networks.py) in their CUT defaults: `--netG resnet_9blocks --normG instan
 0.02`, antialiased down- and up-sampling (`--no_antialias`, `--no_antialias_up`
 off). NHWC throughout. docs/cut.md maps every official module to ours.
 
+The official `--no_antialias` / `--no_antialias_up` networks (strided convs and
+a transposed conv instead of the blur layers) are the networks of the CycleGAN
+code they descend from (junyanz/pytorch-CycleGAN-and-pix2pix), which the
+CycleGAN family (`i2i_jax/losses_cyclegan.py`) builds from these modules with
+`antialias=False`, `antialias_up=False` and its own `kernel_init`.
+
 The official networks are `nn.Sequential`s and CUT picks its contrastive
 features by index into the generator's list (`--nce_layers 0,4,8,12,16`), so
 `ResnetGenerator` builds the same list, names each parameterised entry after
@@ -76,6 +82,7 @@ class ResnetBlock(nn.Module):
   block = pad1, conv3x3 (`conv_block_1`), IN, ReLU, pad1, conv3x3 (`conv_block_5`), IN.
   """
   dtype: Any = jnp.float32
+  kernel_init: Callable = xavier_normal_gain_002
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -83,7 +90,7 @@ class ResnetBlock(nn.Module):
     y = x
     for index in (1, 5):
       y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
-                  kernel_init=xavier_normal_gain_002,
+                  kernel_init=self.kernel_init,
                   name=f"conv_block_{index}")(layers.reflect_pad(y, 1))
       y = layers.instance_norm(y)
       if index == 1:
@@ -92,18 +99,31 @@ class ResnetBlock(nn.Module):
 
 
 # One entry of the official generator's nn.Sequential: (kind, output channels).
-# Kinds: reflect3 | conv7 | conv3 | norm | relu | down | res | up | tanh.
+# Kinds: reflect3 | conv7 | conv3 | conv3s2 | convT | norm | relu | down | res |
+# up | tanh.
 _Layer = tuple[str, int]
 
 
-def generator_layers(ngf: int, n_blocks: int, output_nc: int) -> list[_Layer]:
-  """The official `ResnetGenerator.model` list, entry by entry (index = official index)."""
+def generator_layers(ngf: int, n_blocks: int, output_nc: int, antialias: bool = True,
+                     antialias_up: bool = True) -> list[_Layer]:
+  """The official `ResnetGenerator.model` list, entry by entry (index = official index).
+
+  `antialias=False` (official `--no_antialias`): each down-sampling stage is a
+  stride-2 conv3x3 ("conv3s2"), norm, ReLU, without the blur layer;
+  `antialias_up=False` (`--no_antialias_up`): each up-sampling stage is a
+  transposed conv3x3 ("convT", stride 2), norm, ReLU. Both off is the
+  CycleGAN `ResnetGenerator`.
+  """
   entries: list[_Layer] = [("reflect3", 0), ("conv7", ngf), ("norm", 0), ("relu", 0)]
   for i in range(2):
-    entries += [("conv3", ngf * 2 ** (i + 1)), ("norm", 0), ("relu", 0), ("down", 0)]
+    width = ngf * 2 ** (i + 1)
+    entries += ([("conv3", width), ("norm", 0), ("relu", 0), ("down", 0)] if antialias
+                else [("conv3s2", width), ("norm", 0), ("relu", 0)])
   entries += [("res", 0)] * n_blocks
   for i in range(2):
-    entries += [("up", 0), ("conv3", ngf * 2 ** (1 - i)), ("norm", 0), ("relu", 0)]
+    width = ngf * 2 ** (1 - i)
+    entries += ([("up", 0), ("conv3", width), ("norm", 0), ("relu", 0)] if antialias_up
+                else [("convT", width), ("norm", 0), ("relu", 0)])
   entries += [("reflect3", 0), ("conv7", output_nc), ("tanh", 0)]
   return entries
 
@@ -116,25 +136,42 @@ class ResnetGenerator(nn.Module):
   (zero padding 1), IN, ReLU, blur-downsample; `n_blocks` residual blocks; two
   stages of blur-upsample, conv3x3 (zero padding 1), IN, ReLU; reflect-pad 3,
   conv7x7, tanh. All convs have biases (instance norm has no affine part).
+  Without `antialias` a down-sampling stage is a stride-2 conv3x3 (zero padding
+  1), IN, ReLU; without `antialias_up` an up-sampling stage is
+  `ConvTranspose2d(3, stride=2, padding=1, output_padding=1)`, IN, ReLU.
 
   Attributes:
     ngf: width of the first conv (official `--ngf`).
     n_blocks: residual blocks (9 for the official `resnet_9blocks`).
     output_nc: output channels.
     dtype: compute dtype.
+    antialias: blur down-sampling (official `not --no_antialias`).
+    antialias_up: blur up-sampling (official `not --no_antialias_up`).
+    kernel_init: initializer of every conv kernel (biases start at 0).
   """
   ngf: int = 64
   n_blocks: int = 9
   output_nc: int = 3
   dtype: Any = jnp.float32
+  antialias: bool = True
+  antialias_up: bool = True
+  kernel_init: Callable = xavier_normal_gain_002
 
   def _apply_layer(self, index: int, kind: str, features: int, x: jax.Array) -> jax.Array:
-    if kind in ("conv7", "conv3"):
+    if kind in ("conv7", "conv3", "conv3s2"):
       size, padding = (7, "VALID") if kind == "conv7" else (3, ((1, 1), (1, 1)))
-      return nn.Conv(features, (size, size), padding=padding, dtype=self.dtype,
-                     kernel_init=xavier_normal_gain_002, name=f"model_{index}")(x)
+      return nn.Conv(features, (size, size), strides=2 if kind == "conv3s2" else 1,
+                     padding=padding, dtype=self.dtype, kernel_init=self.kernel_init,
+                     name=f"model_{index}")(x)
+    if kind == "convT":
+      # PyTorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): the
+      # 2x-dilated input padded by (3 - 1 - 1, 3 - 1 - 1 + 1); the kernel is the
+      # official weight [in, out, kh, kw] as [kh, kw, out, in] (transpose_kernel).
+      return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                              transpose_kernel=True, dtype=self.dtype,
+                              kernel_init=self.kernel_init, name=f"model_{index}")(x)
     if kind == "res":
-      return ResnetBlock(self.dtype, name=f"model_{index}")(x)
+      return ResnetBlock(self.dtype, self.kernel_init, name=f"model_{index}")(x)
     simple: dict[str, Callable[[jax.Array], jax.Array]] = {
         "reflect3": lambda v: layers.reflect_pad(v, 3), "norm": layers.instance_norm,
         "relu": nn.relu, "down": blur_downsample, "up": blur_upsample, "tanh": jnp.tanh}
@@ -158,7 +195,8 @@ class ResnetGenerator(nn.Module):
       `encode_only`; else (translation, features).
     """
     x = images.astype(self.dtype)
-    entries = generator_layers(self.ngf, self.n_blocks, self.output_nc)
+    entries = generator_layers(self.ngf, self.n_blocks, self.output_nc, self.antialias,
+                               self.antialias_up)
     features, stored_at = [], {}
     for index, (kind, width) in enumerate(entries):
       x = self._apply_layer(index, kind, width, x)
@@ -220,34 +258,50 @@ def sample_patch_ids(rng: jax.Array, features: Sequence[jax.Array],
 
 
 class NLayerDiscriminator(nn.Module):
-  """The official PatchGAN `NLayerDiscriminator` (antialiased): images [B, H, W, C] -> [B, h, w, 1].
+  """The official PatchGAN `NLayerDiscriminator`: images [B, H, W, C] -> [B, h, w, 1].
 
-  conv4x4 (`model_0`), LeakyReLU(0.2), blur-downsample; for n = 1 .. n_layers-1:
-  conv4x4 (width ndf * min(2^n, 8)), IN, LeakyReLU, blur-downsample; conv4x4
-  (ndf * min(2^n_layers, 8)), IN, LeakyReLU; conv4x4 -> 1. Every conv has a bias,
-  stride 1 and zero padding 1. A 256 x 256 image gives a 30 x 30 logit map.
+  Antialiased (CUT's default): conv4x4 (`model_0`), LeakyReLU(0.2),
+  blur-downsample; for n = 1 .. n_layers-1: conv4x4 (width ndf * min(2^n, 8)),
+  IN, LeakyReLU, blur-downsample; conv4x4 (ndf * min(2^n_layers, 8)), IN,
+  LeakyReLU; conv4x4 -> 1. Every conv has a bias, stride 1 and zero padding 1.
+  A 256 x 256 image gives a 30 x 30 logit map.
+
+  Without `antialias` (official `--no_antialias`, the CycleGAN / pix2pix
+  PatchGAN) the first n_layers convs have stride 2 and no blur layer follows
+  (`model_0`, `model_2`, `model_5`, ... for the official indices); a 256 x 256
+  image gives the same 30 x 30 map.
 
   Attributes:
     ndf: width of the first conv (official `--ndf`).
     n_layers: 3 for the official `--netD basic`.
     dtype: compute dtype.
+    antialias: blur down-sampling (official `not --no_antialias`).
+    kernel_init: initializer of every conv kernel (biases start at 0).
   """
   ndf: int = 64
   n_layers: int = 3
   dtype: Any = jnp.float32
+  antialias: bool = True
+  kernel_init: Callable = xavier_normal_gain_002
 
-  def _conv(self, features: int, index: int, x: jax.Array) -> jax.Array:
-    return nn.Conv(features, (4, 4), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                   kernel_init=xavier_normal_gain_002, name=f"model_{index}")(x)
+  def _conv(self, features: int, index: int, x: jax.Array, stride: int = 1) -> jax.Array:
+    return nn.Conv(features, (4, 4), strides=stride, padding=((1, 1), (1, 1)),
+                   dtype=self.dtype, kernel_init=self.kernel_init, name=f"model_{index}")(x)
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
-    x = blur_downsample(nn.leaky_relu(self._conv(self.ndf, 0, images.astype(self.dtype)), 0.2))
-    index = 3
+    # A halving stage is the official entries conv, (IN,) LeakyReLU, Downsample
+    # when antialiased, else a stride-2 conv, (IN,) LeakyReLU.
+    if self.antialias:
+      stride, blur, stage_entries = 1, blur_downsample, 4
+    else:
+      stride, blur, stage_entries = 2, lambda v: v, 3
+    x = blur(nn.leaky_relu(self._conv(self.ndf, 0, images.astype(self.dtype), stride), 0.2))
+    index = stage_entries - 1
     for n in range(1, self.n_layers):
-      x = nn.leaky_relu(layers.instance_norm(self._conv(self.ndf * min(2**n, 8), index, x)), 0.2)
-      x = blur_downsample(x)
-      index += 4
+      x = self._conv(self.ndf * min(2**n, 8), index, x, stride)
+      x = blur(nn.leaky_relu(layers.instance_norm(x), 0.2))
+      index += stage_entries
     x = nn.leaky_relu(
         layers.instance_norm(self._conv(self.ndf * min(2**self.n_layers, 8), index, x)), 0.2)
     return self._conv(1, index + 3, x)
