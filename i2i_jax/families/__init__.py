@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from i2i_jax.families import cut
+from i2i_jax.families import cyclegan
 from i2i_jax.families import vsait
 
 # The family of configs that do not name one (every run before the key existed).
@@ -64,7 +65,7 @@ class Family(Protocol):
   """state.variables -> {network: trained parameters}, for the parameter table."""
 
 
-FAMILIES: dict[str, Family] = {"vsait": vsait, "cut": cut}
+FAMILIES: dict[str, Family] = {"vsait": vsait, "cut": cut, "cyclegan": cyclegan}
 
 
 def family_name(config: ml_collections.ConfigDict) -> str:
