@@ -358,23 +358,58 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
   return summary
 
 
-def _ignore_stop_signals():
-  """In encoding workers: Ctrl-C and SIGTERM reach the whole process group, but only
-  the main process decides when to stop (it finishes the images in flight first)."""
+# How long translate_dataset waits for its encoding workers to start (each spawned
+# worker re-imports the main module: ~2 s of CPU for `python -m i2i_jax.translate`).
+_WORKER_START_TIMEOUT_S = 120
+
+
+def _start_encoding_worker(started: threading.Barrier):
+  """Runs first in each encoding worker.
+
+  Ctrl-C and SIGTERM reach the whole process group, but only the main process
+  decides when to stop (it finishes the images in flight first), so the worker
+  ignores them. Then it waits at `started` with the other workers and the main
+  process, which begins translating only when every worker can take work.
+  """
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  try:
+    started.wait(timeout=_WORKER_START_TIMEOUT_S)
+  except threading.BrokenBarrierError:  # the main process stopped waiting: work anyway
+    pass
 
 
+@contextlib.contextmanager
 def _encode_processes(settings: output_tree.Settings, count: int):
-  """Worker processes for an encoder that holds the GIL (fpng); else nullcontext(None).
+  """`count` started worker processes for an encoder that holds the GIL (fpng); else None.
 
-  Spawned, not forked: forking a process that runs JAX's threads can deadlock.
+  Spawned, not forked: forking a process that runs JAX's threads can deadlock. All
+  are started before the first image is read: a worker's start costs more CPU than
+  encoding hundreds of images, and workers that were still starting would stall the
+  first batches (and any steady-state figure taken from a short run).
   """
   if not codecs.holds_gil(settings.format, settings.png_compress_level):
-    return contextlib.nullcontext()
-  return concurrent.futures.ProcessPoolExecutor(
-      count, mp_context=multiprocessing.get_context("spawn"),
-      initializer=_ignore_stop_signals)
+    yield None
+    return
+  context = multiprocessing.get_context("spawn")
+  started = context.Barrier(count + 1)
+  with concurrent.futures.ProcessPoolExecutor(count, mp_context=context,
+                                              initializer=_start_encoding_worker,
+                                              initargs=(started,)) as pool:
+    # The pool spawns a worker per submitted task while none is idle; none is
+    # idle until all have met at `started`, so these tasks spawn all `count`.
+    for _ in range(count):
+      pool.submit(int)
+    begin = time.time()
+    try:
+      started.wait(timeout=_WORKER_START_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+      logging.warning("translate: %d encoding workers did not all start in %d s; going on",
+                      count, _WORKER_START_TIMEOUT_S)
+    finally:  # e.g. Ctrl-C while waiting: no worker waits on (and shutdown waits for none)
+      started.abort()
+    logging.info("translate: %d encoding workers started in %.1f s", count, time.time() - begin)
+    yield pool
 
 
 def _translate_shard(translator: Translator, source, output: epath.Path, indices: list[int],
@@ -434,8 +469,7 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
 
   def write(record, translated, encoder):
     if encoder is not None:  # the file's bytes from a worker process
-      translated = encoder.submit(output_tree.encode, output_tree.at_input_size(
-          record, translated), settings).result()
+      translated = encoder.submit(encode, output_tree.at_input_size(record, translated)).result()
     writer.write(record, translated)
 
   def collect(pool, max_in_flight):
@@ -452,6 +486,7 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
         [r["padded"] for r in batch_records], [r["size"] for r in batch_records])))
     collect(pool, max_in_flight=2)
 
+  encode = output_tree.encoder(settings)
   # The encoder's processes outlive the threads that use them.
   with (_encode_processes(settings, write_threads) as encoder,
         concurrent.futures.ThreadPoolExecutor(write_threads) as pool):

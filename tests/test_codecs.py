@@ -58,9 +58,9 @@ def test_only_fpng_holds_the_gil_and_bad_inputs_are_named(scene):
 
 
 def test_output_tree_encode_follows_the_settings(scene):
-  png = output_tree.encode(scene, output_tree.Settings(format="png", png_compress_level=9))
+  png = output_tree.encoder(output_tree.Settings(format="png", png_compress_level=9))(scene)
   assert png == codecs.encode(scene, "png", png_compress_level=9)
-  jpg = output_tree.encode(scene, output_tree.Settings(format="jpg", quality=80))
+  jpg = output_tree.encoder(output_tree.Settings(format="jpg", quality=80))(scene)
   assert jpg == _pil_encode(scene, format="JPEG", quality=80)
 
 

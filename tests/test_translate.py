@@ -6,6 +6,7 @@ the files they leave behind.
 """
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -513,3 +514,16 @@ def test_outputs_go_to_a_bucket_like_to_a_folder(generator, tmp_path, memory_buc
   assert sorted((output / "translated.log").read_text().split()) == [
       f"s{i}.png" for i in range(3)]
   assert not [p for p in (output / "images").iterdir() if p.name.startswith(".")]
+
+
+def test_encoding_workers_have_all_started_before_any_image_is_read():
+  """A worker's start (~2 s of imports) costs more than hundreds of encodes: the pool
+  hands out no work before every worker is up; encoders that release the GIL get none."""
+  with translator_lib._encode_processes(output_tree.Settings(format="png"), 3) as pool:
+    workers = list(pool._processes.values())  # pylint: disable=protected-access
+    assert len(workers) == 3 and all(worker.is_alive() for worker in workers)
+    scene = np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8)
+    encoded = pool.submit(output_tree.encoder(output_tree.Settings()), scene).result()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded))), scene)
+  with translator_lib._encode_processes(output_tree.Settings(format="jpg"), 3) as pool:
+    assert pool is None
