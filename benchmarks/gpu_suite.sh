@@ -91,9 +91,9 @@ case $part in
       --batch_sizes=32 --steps=200 --warmup_steps=60 --log_every=20 --compute_dtype=bfloat16 \
       --inputs=prepared,folder --workers=0 --read_threads=16 --frames=64 --timeout=110 \
       --work_dir="$work/train_e2e"
-    run train_end_to_end_b1 150 python3 benchmarks/train_end_to_end.py --config=vsait \
-      --batch_sizes=1 --steps=1000 --warmup_steps=300 --log_every=50 --compute_dtype=bfloat16 \
-      --inputs=prepared --workers=0 --read_threads=16 --frames=64 --timeout=110 \
+    run train_end_to_end_b1 250 python3 benchmarks/train_end_to_end.py --config=vsait \
+      --batch_sizes=1 --steps=600 --warmup_steps=200 --log_every=50 --compute_dtype=bfloat16 \
+      --inputs=prepared --workers=0,4 --read_threads=4 --frames=64 --timeout=110 \
       --work_dir="$work/train_e2e"
     ;;
   translate_steady)
