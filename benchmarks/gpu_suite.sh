@@ -10,7 +10,7 @@
 #                                               # toy_streets PNGs per size, device idle share
 #   benchmarks/gpu_suite.sh train_e2e_b1  LOG_DIR  # the train CLI on 1914x1052 PNG folders and
 #   benchmarks/gpu_suite.sh train_e2e_b32 LOG_DIR  # on prepared data vs the step alone
-#   benchmarks/gpu_suite.sh issue15 LOG_DIR  # the three above, shortened to one ~9.5-minute slot
+#   benchmarks/gpu_suite.sh issue15 LOG_DIR  # the three above, shortened to one ~10-minute slot
 #
 # Run from the repository root with our stack importable (PYTHONPATH=.), a CUDA
 # build of jax, the fixtures in $I2I_REFERENCE_DIR for `steps`, and for `compare`
@@ -79,7 +79,7 @@ case $part in
     find "$logs/profile_run/profile" -type f -exec ls -l {} +
     ;;
   issue15)
-    # Issue 15's GPU acceptance rows in one ~9.5-minute slot, most wanted first (a part cut
+    # Issue 15's GPU acceptance rows in one ~10-minute slot, most wanted first (a part cut
     # by its limit keeps the rows it printed): translate at steady state, training end to end
     # at batch 32 (prepared, then on the fly) and at batch 1 (prepared). Frames, prepared data
     # and workdirs go to WORK_DIR (default /tmp/i2i_gpu), only the logs to LOG_DIR.
@@ -91,7 +91,7 @@ case $part in
       --batch_sizes=32 --steps=200 --warmup_steps=60 --log_every=20 --compute_dtype=bfloat16 \
       --inputs=prepared,folder --workers=0 --read_threads=16 --frames=64 --timeout=110 \
       --work_dir="$work/train_e2e"
-    run train_end_to_end_b1 250 python3 benchmarks/train_end_to_end.py --config=vsait \
+    run train_end_to_end_b1 200 python3 benchmarks/train_end_to_end.py --config=vsait \
       --batch_sizes=1 --steps=600 --warmup_steps=200 --log_every=50 --compute_dtype=bfloat16 \
       --inputs=prepared --workers=0,4 --read_threads=4 --frames=64 --timeout=110 \
       --work_dir="$work/train_e2e"
