@@ -127,8 +127,17 @@ def _params(variables: Variables) -> Variables:
 
 
 def init_state(fns: StepFunctions, rng: jax.Array) -> TrainState:
-  """A fresh state from the key `rng` (pure; the trainer jits it into the state's shardings)."""
-  params_rng, pool_rng = jax.random.split(rng)
+  """A fresh state from the key `rng` (pure; the trainer jits it into the state's shardings).
+
+  The parameters are drawn with an "rbg" key (XLA's RngBitGenerator) made from
+  `rng`: for the ~40 kernels of two generators and two discriminators its
+  normal draws compile ~5x faster on CPU than threefry's (3.5 s against 17 s on
+  2 shared cores), and they are as deterministic for a given backend and JAX
+  version.
+  """
+  params_seed, pool_rng = jax.random.split(rng)
+  params_rng = jax.random.wrap_key_data(jax.random.bits(params_seed, (4,), jnp.uint32),
+                                        impl="rbg")
   params = losses_cyclegan.init_params(fns.modules, params_rng, _INIT_IMAGE_SHAPE)
   pool = losses_cyclegan.empty_pool(fns.pool_size, fns.pool_image_shape)
   return TrainState(
