@@ -16,7 +16,8 @@ Losses of one batch (real_A: source images, real_B: target images; L1 = mean |.|
   idt_A, idt_B  = G_A(real_B), G_B(real_A)                   (lambda_identity > 0)
   G_A = lsgan(D_A(fake_B), real),  G_B = lsgan(D_B(fake_A), real)
   cycle_A = L1(rec_A, real_A) * lambda_A,  cycle_B = L1(rec_B, real_B) * lambda_B
-  idt_A = L1(idt_A, real_B) * lambda_B * lambda_identity,  idt_B = L1(idt_B, real_A) * lambda_A * lambda_identity
+  idt_A = L1(idt_A, real_B) * lambda_B * lambda_identity
+  idt_B = L1(idt_B, real_A) * lambda_A * lambda_identity
   G = G_A + G_B + cycle_A + cycle_B + idt_A + idt_B
   D_A = (lsgan(D_A(real_B), real) + lsgan(D_A(pool_B(fake_B)), fake)) / 2     (and D_B alike)
 
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from i2i_jax.losses_cut import lsgan_loss
+from i2i_jax import losses_cut
 from i2i_jax.models import cut
 
 Params = Mapping[str, Any]
@@ -54,7 +55,7 @@ class CycleGANModules(NamedTuple):
 
 def build_modules(model_config: ml_collections.ConfigDict, dtype: Any = jnp.float32
                   ) -> CycleGANModules:
-  """`define_G(netG=resnet_<n>blocks, norm=instance)` and `define_D(netD=basic)` for `config.model`."""
+  """G and D for `config.model`: the official `define_G(resnet_<n>blocks)`, `define_D(basic)`."""
   return CycleGANModules(
       generator=cut.ResnetGenerator(model_config.ngf, model_config.n_blocks,
                                     model_config.output_nc, dtype, antialias=False,
@@ -190,8 +191,8 @@ def generator_loss(g_params: Params, d_params: Params, real_a: jax.Array, real_b
       {"params": d_params["target_discriminator"]}, outputs["fake_B"])
   outputs["pred_fake_A"] = modules.discriminator.apply(
       {"params": d_params["source_discriminator"]}, outputs["fake_A"])
-  losses = {"G_A": lsgan_loss(outputs["pred_fake_B"], True),
-            "G_B": lsgan_loss(outputs["pred_fake_A"], True),
+  losses = {"G_A": losses_cut.lsgan_loss(outputs["pred_fake_B"], True),
+            "G_B": losses_cut.lsgan_loss(outputs["pred_fake_A"], True),
             "cycle_A": l1_loss(outputs["rec_A"], real_a) * c.lambda_A,
             "cycle_B": l1_loss(outputs["rec_B"], real_b) * c.lambda_B}
   if c.lambda_identity > 0:
@@ -217,7 +218,7 @@ def discriminator_loss(d_params: Params, real: jax.Array, fake: jax.Array,
   """
   pred_real = modules.discriminator.apply({"params": d_params}, real)
   pred_fake = modules.discriminator.apply({"params": d_params}, jax.lax.stop_gradient(fake))
-  loss = (lsgan_loss(pred_real, True) + lsgan_loss(pred_fake, False)) * 0.5
+  loss = (losses_cut.lsgan_loss(pred_real, True) + losses_cut.lsgan_loss(pred_fake, False)) * 0.5
   return loss, {"pred_real": pred_real, "pred_fake": pred_fake}
 
 

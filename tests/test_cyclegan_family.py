@@ -1,4 +1,4 @@
-"""CycleGAN trains, checkpoints, resumes and translates through the shared code and CLIs; its image pool.
+"""CycleGAN trains, resumes and translates through the shared code and CLIs; its image pool.
 
 In process on the 8 fake devices of tests/conftest.py: configs/cyclegan_tiny.py
 (pools of 3 images, so that the pools fill in the first step and swap after)
@@ -82,7 +82,8 @@ def test_cyclegan_trains_resumes_bit_exactly_and_translates_through_the_checkpoi
   # FSDP: the Adam moments split over the devices, parameters and pools replicated.
   first_moment = straight.opt_states["d"][0].mu["target_discriminator"]["model_8"]["kernel"]
   assert first_moment.shape[-1] == 24 and first_moment.sharding.spec == P(None, None, None, "data")
-  assert straight.variables["target_discriminator"]["params"]["model_8"]["kernel"].sharding.spec == P()
+  kernel = straight.variables["target_discriminator"]["params"]["model_8"]["kernel"]
+  assert kernel.sharding.spec == P()
   assert straight.pools["fake_B"].images.sharding.spec == P()
 
   loaded = checkpoint.load_generator(tmp_path / "resumed")
@@ -217,7 +218,8 @@ def test_image_pool_swaps_with_probability_one_half_and_a_uniform_slot():
   # Binomial(4000, 1/2): standard deviation 0.0079 of the fraction.
   assert abs(swapped.mean() - 0.5) < 4 * np.sqrt(0.25 / queries)
   # A swap returns a stored image and puts the new one in its slot; no swap leaves the pool.
-  np.testing.assert_array_equal(pools[~swapped], np.broadcast_to(np.arange(size), (np.sum(~swapped), size)))
+  np.testing.assert_array_equal(pools[~swapped],
+                                np.broadcast_to(np.arange(size), (np.sum(~swapped), size)))
   slots = np.argmax(pools[swapped] == 100, axis=1)
   np.testing.assert_array_equal(returned[swapped], slots)
   # Each slot ~ Binomial(swaps, 1/5).

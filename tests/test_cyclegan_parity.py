@@ -78,7 +78,7 @@ class Fixture:
     return losses_cyclegan.build_modules(self.config.model, dtype)
 
   def params(self, dtype) -> dict:
-    """Our params of all four networks from the fixture's `params/<official name>`, cast to dtype."""
+    """Our params of the four networks from the fixture's `params/<official name>`, as dtype."""
     shapes = jax.eval_shape(lambda: losses_cyclegan.init_params(
         self.modules(dtype), jax.random.key(0), self.image_shape))
     params = {}
@@ -101,7 +101,7 @@ class Fixture:
 
 
 def official_names(tree: dict, group: str) -> dict[str, np.ndarray]:
-  """{"generator": params-like, ...} -> {"<group>/netG_A.<official name>": array (PyTorch layout)}."""
+  """{"generator": params-like, ...} -> {"<group>/netG_A.<official name>": PyTorch-layout array}."""
   return {f"{group}/{NETWORKS[net]}.{name}": value for net in tree
           for name, value in convert_cut.export_params(tree[net]).items()}
 
@@ -290,7 +290,7 @@ def test_float32_matches_reference(fixture, ours32_and_pattern, pattern_correcti
 
 def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours32_and_pattern,
                                                                    pattern_correction):
-  """Rule 3: at t = 1 Adam moves by `lr * g / (|g| + eps)`; checked where |g| is above float32 noise.
+  """Rule 3: at t = 1 Adam moves by `lr * g / (|g| + eps)`, checked where |g| is above noise.
 
   float32's rounding of beta2 = 0.999 moves every float32 step by ~6e-6 of
   itself (tests/test_cut_parity.py); a gradient element that our float32
@@ -322,7 +322,7 @@ def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours3
 
 
 def test_adam_from_stored_gradients(fixture):
-  """Our optax Adam (with the junyanz schedule) on the stored float64 gradients gives the stored step."""
+  """Our Adam (with the junyanz schedule) on the stored float64 gradients makes the stored step."""
   names = [k.split("/", 1)[1] for k in result_keys(fixture) if k.startswith("params_after_step/")]
   optimizer = fixture.optimizer()
 

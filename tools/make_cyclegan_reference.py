@@ -53,7 +53,8 @@ come from the newest upstream commit the stored snapshots hold (00d5574,
 and another configuration, checked by the same test:
 
   python tools/make_cyclegan_reference.py --official_dir=/tmp/cyclegan_official --ngf=6 \\
-      --ndf=5 --n_blocks=3 --image_size=40 --batch=2 --seed=3 --out=/tmp/cyclegan_ref/cyclegan_b2.npz
+      --ndf=5 --n_blocks=3 --image_size=40 --batch=2 --seed=3 \\
+      --out=/tmp/cyclegan_ref/cyclegan_b2.npz
   I2I_CYCLEGAN_REFERENCE_DIR=/tmp/cyclegan_ref python -m pytest -q tests/test_cyclegan_parity.py
 """
 
@@ -121,8 +122,8 @@ def official_options(args, train_options):
 def define_g_any_blocks(networks):
   """`networks.define_G`'s resnet branch with the block count taken from the name."""
 
-  def define_G(input_nc, output_nc, ngf, netG, norm="batch", use_dropout=False,  # pylint: disable=invalid-name
-               init_type="normal", init_gain=0.02, gpu_ids=()):
+  def define_G(input_nc, output_nc, ngf, netG,  # pylint: disable=invalid-name
+               norm="batch", use_dropout=False, init_type="normal", init_gain=0.02, gpu_ids=()):
     n_blocks = int(re.fullmatch(r"resnet_(\d+)blocks", netG).group(1))
     net = networks.ResnetGenerator(input_nc, output_nc, ngf,
                                    norm_layer=networks.get_norm_layer(norm_type=norm),
