@@ -11,6 +11,10 @@
       --json=benchmarks/results/label_guided_ablation.json
       issue 14's ablation: the label-guided options (docs/label_guided.md) with
       the same budget and seeds.
+  python benchmarks/toy_world_table.py --root=/tmp/toy_table --worlds=mismatch \
+      --methods=vanilla,cut,cyclegan,identity,ideal --seeds=0,1,2
+      issue 16's comparison: CUT and CycleGAN (configs/toy_flipping.py:WORLD,FAMILY:
+      the official losses and optimisers at the demo's width, budget and data).
 
 Worlds (the target domain; docs/toy_world.md): `mismatch` real_mismatch
 (Cityscapes-like differences from sim), `overgrown` real_overgrown (the same
@@ -82,6 +86,8 @@ METHODS = {
               _LABELS + ["--config.model.label_conditioned_generator=True"]),
     "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
         "--config.loss.semantic_coef=1.0", "--config.model.label_bound_discriminator=True"]),
+    "cut": ("configs/toy_flipping.py:{world},cut", []),
+    "cyclegan": ("configs/toy_flipping.py:{world},cyclegan", []),
     "identity": None,
     "ideal": None,
 }

@@ -21,12 +21,21 @@ is toy_streets:real_mismatch:val, i.e. real_detail:val, in both worlds):
           ideal translation's, by the segmenter at config.evals.flips.segmenter
           (a FlaxSegmenter folder, e.g. from `python -m i2i_jax.train_segmenter`).
 
+`:mismatch,cut` (likewise `,cyclegan`) trains another model family on the same
+world, data, crops, evaluators and step budget: the family's official model,
+loss and optimiser (configs/cut.py, configs/cyclegan.py) with the generator and
+discriminator as wide as the demo's (16 channels, 4 residual blocks) and the
+official linear schedule fitted into the budget (constant for the first half,
+then linearly to zero), so the comparison is of methods, not of model sizes.
+
 benchmarks/toy_world_table.py trains this config over worlds and seeds and
 writes the table of issue 13 (README, "The problem, measured").
 """
 
 import ml_collections
 
+from i2i_jax.configs import cut
+from i2i_jax.configs import cyclegan
 from i2i_jax.configs import demo
 
 WORLDS = {"mismatch": "toy_streets:real_mismatch", "overgrown": "toy_streets:real_overgrown",
@@ -36,11 +45,30 @@ EVAL_IDEAL = "toy_streets:real_mismatch:val"
 EVAL_HEIGHT, EVAL_WIDTH = 128, 256
 
 
-def get_config(world: str = "mismatch") -> ml_collections.ConfigDict:
+# Families besides VSAIT (the demo's), by their official configs.
+OTHER_FAMILIES = {"cut": cut.get_config, "cyclegan": cyclegan.get_config}
+# The demo's generator scale, for the other families (--ngf, --ndf, resnet_<n>blocks).
+DEMO_WIDTH, DEMO_BLOCKS = 16, 4
+SCHEDULE_EPOCHS = 10  # the budget as 5 constant + 5 decaying "epochs" of the official schedule
+
+
+def get_config(world_and_family: str = "mismatch") -> ml_collections.ConfigDict:
+  world, _, family = world_and_family.partition(",")
   if world not in WORLDS:
-    raise ValueError(f"configs/toy_flipping.py:{world}: unknown world; expected one of "
-                     f"{', '.join(WORLDS)}")
+    raise ValueError(f"configs/toy_flipping.py:{world_and_family}: unknown world {world!r}; "
+                     f"expected one of {', '.join(WORLDS)}")
+  if family not in ("", "vsait", *OTHER_FAMILIES):
+    raise ValueError(f"configs/toy_flipping.py:{world_and_family}: unknown family {family!r}; "
+                     f"expected one of vsait, {', '.join(OTHER_FAMILIES)}")
   config = demo.get_config()
+  if family in OTHER_FAMILIES:
+    official = OTHER_FAMILIES[family]()
+    config.model, config.loss, config.optimizer = (official.model, official.loss,
+                                                   official.optimizer)
+    config.model.ngf = config.model.ndf = DEMO_WIDTH
+    config.model.n_blocks = DEMO_BLOCKS
+    config.optimizer.n_epochs = config.optimizer.n_epochs_decay = SCHEDULE_EPOCHS // 2
+    config.optimizer.steps_per_epoch = config.total_steps // SCHEDULE_EPOCHS
   config.data.source = "toy_streets:sim_detail"
   config.data.target = WORLDS[world]
   config.data.preprocess = (f"resize({EVAL_HEIGHT},{EVAL_WIDTH})|random_crop(64,64)|flip_lr|"
