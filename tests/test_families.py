@@ -27,6 +27,7 @@ from i2i_jax import metric_writer
 from i2i_jax import train
 from i2i_jax import translator as translator_lib
 from i2i_jax.configs import tiny
+from i2i_jax.configs import toy_flipping
 
 
 class _Generator(nn.Module):
@@ -154,3 +155,19 @@ def test_a_config_without_a_family_is_vsait():
   without_key = ml_collections.ConfigDict({"model": {"res_blocks": 9}})
   assert families.get(without_key) is families.FAMILIES["vsait"]
   assert families.family_name(tiny.get_config()) == "vsait"
+
+
+@pytest.mark.parametrize("family", ["cut", "cyclegan"])
+def test_toy_world_comparison_gives_every_family_the_same_data_evaluators_and_budget(family):
+  vanilla = toy_flipping.get_config("overgrown")
+  other = toy_flipping.get_config(f"overgrown,{family}")
+  assert families.family_name(other) == family
+  for shared in ("data", "evals", "total_steps", "seed", "checkpoint"):
+    assert other[shared] == vanilla[shared], shared
+  # The official schedule ends exactly at the budget's last step.
+  schedule = other.optimizer
+  assert (schedule.n_epochs + schedule.n_epochs_decay) * schedule.steps_per_epoch == (
+      other.total_steps)
+  families.get(other).make_step_functions(other)  # a valid config of that family
+  with pytest.raises(ValueError, match="unknown family 'drit'"):
+    toy_flipping.get_config("overgrown,drit")
