@@ -8,13 +8,17 @@ stays. The official blur buffers (`*.filt`) are constants of ours (exact
 binomial filters) and are checked, not imported.
 
 `load_generator_checkpoint` reads an official `latest_net_G.pth` (as written by
-`BaseModel.save_networks`) with `torch.load(weights_only=True)`.
+`BaseModel.save_networks`) with `torch.load(weights_only=True)`;
+`import_official_network` fits a state dict to a family's module (CUT's
+generator, or CycleGAN's, which is CUT's without antialiasing), for
+`python -m i2i_jax.convert`.
 """
 
 import os
 import re
 from typing import Any, Mapping
 
+from flax import linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -65,8 +69,8 @@ def import_state_dict(state_dict: StateDict, expected: Mapping[str, Any],
   Returns:
     A nested dict of float32 numpy arrays shaped like `expected`.
   Raises:
-    torch_layout.ConversionError: naming every missing, unexpected or misshapen
-      parameter, and blur buffers that differ from ours.
+    torch_layout.ConversionError: one line naming `source` and every missing,
+      unexpected or misshapen parameter, and blur buffers that differ from ours.
   """
   state_dict = {k.removeprefix("module."): np.asarray(v) for k, v in state_dict.items()}
   wanted = {torch_name(path): (path, tuple(leaf.shape))
@@ -91,8 +95,8 @@ def import_state_dict(state_dict: StateDict, expected: Mapping[str, Any],
       continue
     flat[path] = value.astype(np.float32)
   if problems:
-    raise torch_layout.ConversionError(f"{source} does not match the CUT model config:\n  "
-                                       + "\n  ".join(problems))
+    raise torch_layout.ConversionError(f"{source} does not match config.model: "
+                                       + "; ".join(problems))
   return traverse_util.unflatten_dict(flat)
 
 
@@ -119,3 +123,24 @@ def load_generator_checkpoint(path: str | os.PathLike,
   """
   return import_state_dict(torch_layout.load_torch_file(path),
                            generator_param_shapes(model_config), str(path))
+
+
+def import_official_network(module: nn.Module, state_dict: StateDict,
+                            source: str = "state dict") -> dict[str, Any]:
+  """An official network's state dict -> params of `module`, our module of that network.
+
+  Args:
+    module: e.g. a family's `fns.modules.generator` (CUT's `ResnetGenerator`, or
+      CycleGAN's, built without antialiasing); it takes [B, H, W, 3] images.
+    state_dict: official names -> arrays, e.g. `torch_layout.load_torch_file` of
+      a `latest_net_G.pth` (CUT) or `latest_net_G_A.pth` (CycleGAN).
+    source: what `state_dict` came from, for error messages.
+  Returns:
+    A nested dict of float32 numpy arrays: `module`'s "params".
+  Raises:
+    torch_layout.ConversionError: see `import_state_dict`.
+  """
+  # Any size the networks take: the parameters' shapes do not depend on it.
+  images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), images)["params"]
+  return import_state_dict(state_dict, shapes, source)

@@ -8,8 +8,14 @@ import jax
 import numpy as np
 import pytest
 
+from i2i_jax.configs import cut_tiny
+from i2i_jax.configs import cyclegan_tiny
 from i2i_jax.configs import tiny
+from i2i_jax import checkpoint
+from i2i_jax import cli
 from i2i_jax import convert
+from i2i_jax import convert_cut
+from i2i_jax import families
 from i2i_jax.models import torch_layout
 from i2i_jax.models import vsait
 
@@ -94,7 +100,59 @@ def test_cli_imports_a_lightning_checkpoint_into_an_orbax_workdir(tmp_path, vari
        f"--workdir={workdir}", "--config=configs/tiny.py"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  from i2i_jax import checkpoint  # pylint: disable=g-import-not-at-top
   loaded = checkpoint.load_generator(workdir)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded.variables),
                variables["generator"])
+
+
+def _official_generator_file(tmp_path, config, name):
+  """Random weights of `config`'s generator saved as `BaseModel.save_networks` does.
+
+  Returns (the file, the params, the family's step functions).
+  """
+  torch = pytest.importorskip("torch")
+  fns = families.get(config).make_step_functions(config)
+  shapes = jax.eval_shape(fns.modules.generator.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))["params"]
+  # Normal draws (numpy's: no compilation) with the scale of the official init.
+  draws = np.random.default_rng(5)
+  params = jax.tree.map(lambda s: draws.normal(0, 0.1, s.shape).astype(np.float32), shapes)
+  path = tmp_path / name
+  torch.save({k: torch.from_numpy(v.copy()) for k, v in convert_cut.export_params(params).items()},
+             path)
+  return path, params, fns
+
+
+@pytest.mark.parametrize("config_file, official_file", [
+    ("configs/cut_tiny.py", "latest_net_G.pth"),
+    ("configs/cyclegan_tiny.py", "latest_net_G_A.pth")])
+def test_cli_imports_an_official_generator_that_translates_as_ours(tmp_path, config_file,
+                                                                    official_file):
+  config = {"configs/cut_tiny.py": cut_tiny, "configs/cyclegan_tiny.py": cyclegan_tiny}[
+      config_file].get_config()
+  path, params, fns = _official_generator_file(tmp_path, config, official_file)
+  workdir = tmp_path / "imported"
+  assert convert.main(["convert", f"--checkpoint={path}", f"--workdir={workdir}",
+                       f"--config={REPO / config_file}"]) == cli.EXIT_OK
+  loaded = checkpoint.load_generator(workdir)
+  assert loaded.step == 0 and families.family_name(loaded.config) == config.model.family
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded.variables),
+               {"params": params})
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  np.testing.assert_array_equal(loaded.module.apply(loaded.variables, images),
+                                fns.modules.generator.apply({"params": params}, images))
+
+
+def test_cli_refuses_a_generator_of_another_architecture_in_one_line(tmp_path):
+  wider = cyclegan_tiny.get_config()
+  wider.model.ngf = 4
+  path, _, _ = _official_generator_file(tmp_path, wider, "latest_net_G_A.pth")
+  workdir = tmp_path / "imported"
+  with pytest.raises(cli.UsageError) as error:
+    convert.main(["convert", f"--checkpoint={path}", f"--workdir={workdir}",
+                  f"--config={REPO / 'configs/cyclegan_tiny.py'}"])
+  message = str(error.value)
+  assert error.value.exit_code == 2 and "\n" not in message
+  assert str(path) in message and "does not match config.model" in message
+  assert "parameter 'model.1.weight' has shape (4, 3, 7, 7), the model expects (3, 3, 7, 7)" in message
+  assert not checkpoint.checkpoint_dir(workdir).exists()
