@@ -154,5 +154,6 @@ def test_cli_refuses_a_generator_of_another_architecture_in_one_line(tmp_path):
   message = str(error.value)
   assert error.value.exit_code == 2 and "\n" not in message
   assert str(path) in message and "does not match config.model" in message
-  assert "parameter 'model.1.weight' has shape (4, 3, 7, 7), the model expects (3, 3, 7, 7)" in message
+  assert ("parameter 'model.1.weight' has shape (4, 3, 7, 7), the model expects (3, 3, 7, 7)"
+          in message)
   assert not checkpoint.checkpoint_dir(workdir).exists()
