@@ -86,6 +86,9 @@ METHODS = {
               _LABELS + ["--config.model.label_conditioned_generator=True"]),
     "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
         "--config.loss.semantic_coef=1.0", "--config.model.label_bound_discriminator=True"]),
+    "spade+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
+        "--config.model.label_conditioned_generator=True",
+        "--config.model.label_bound_discriminator=True"]),
     "cut": ("configs/toy_flipping.py:{world},cut", []),
     "cyclegan": ("configs/toy_flipping.py:{world},cyclegan", []),
     "identity": None,
