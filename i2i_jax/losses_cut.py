@@ -15,7 +15,7 @@ official optimizers with the same settings, which is one Adam over both (Adam
 acts element by element).
 """
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -204,7 +204,8 @@ def make_optimizer(optimizer_config: ml_collections.ConfigDict,
 
 def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: jax.Array,
                patch_ids: PatchIds, modules: cut.CUTModules,
-               loss_config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation
+               loss_config: ml_collections.ConfigDict, optimizer: optax.GradientTransformation,
+               generator_objective: Callable[..., tuple[jax.Array, dict[str, Any]]] = generator_loss
                ) -> tuple[Params, Params, dict[str, jax.Array]]:
   """One official `optimize_parameters`: forward, D step, then G and F step against the new D.
 
@@ -215,6 +216,8 @@ def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: ja
     real_a, real_b: [B, H, W, 3] in [-1, 1].
     patch_ids: from `draw_patch_ids`.
     optimizer: `make_optimizer(config.optimizer)`, used for both groups.
+    generator_objective: the G and F loss, with `generator_loss`'s arguments and
+      result (CUT's; SRUNIT's adds its robustness term, losses_srunit.py).
   Returns:
     (new params, new optimizer states, every loss of both steps).
   """
@@ -224,7 +227,7 @@ def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: ja
   d_updates, d_state = optimizer.update(d_grads, opt_states["d"], params["discriminator"])
   d_params = optax.apply_updates(params["discriminator"], d_updates)
   gf_params = {"generator": params["generator"], "patch_sampler": params["patch_sampler"]}
-  (_, g_aux), gf_grads = jax.value_and_grad(generator_loss, has_aux=True)(
+  (_, g_aux), gf_grads = jax.value_and_grad(generator_objective, has_aux=True)(
       gf_params, d_params, real_a, real_b, patch_ids, modules, loss_config)
   gf_updates, gf_state = optimizer.update(gf_grads, opt_states["gf"], gf_params)
   gf_params = optax.apply_updates(gf_params, gf_updates)

@@ -1,0 +1,187 @@
+"""SRUNIT's semantic-robustness loss on top of CUT (official SeanJia/SRUNIT models/srunit_model.py).
+
+SRUNIT is CUT (`losses_cut`) plus one term. Each step one NCE layer l is
+picked (`--reg_layers`, indices into `--nce_layers`); the generator's feature
+of real_A at l gets a random perturbation of norm `--reg_noise` at every
+position, runs through the rest of the generator and back through its encoder
+to l; the official loss is
+
+  reg = mean_p( ||F_l(perturbed)_p - F_l(feature)_p|| / m_p ) / len(nce_layers)
+
+over the PatchNCE positions p (F_l: netF's MLP of layer l), where m_p is a
+magnitude drawn uniformly in [1e-7, reg_noise] per position: the official code
+draws it but perturbs by `reg_noise` itself, and divides by the whole NCE layer
+count although one layer is used. Both are kept. The G and F objective is
+`G + reg * reg_loss` (`--reg_type v2`, the default) or, with `v1`, the same for G
+while F gets no gradient of the robustness term.
+
+The official netF normalises `(x + 1e-12) / ||x + 1e-12||` (CUT: `x / (||x|| + 1e-7)`),
+which matters in float32 where netF's outputs are small: `PatchSampleF` here.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from i2i_jax import losses_cut
+from i2i_jax.models import cut
+
+Params = losses_cut.Params
+
+
+class PatchSampleF(cut.PatchSampleF):
+  """SRUNIT's netF: CUT's sampled MLP projections (same parameters), SRUNIT's normalisation.
+
+  `mlp_indices[i]` names the MLP of feature map i (default i): the robustness
+  loss runs one NCE layer's feature through that layer's MLP (official `choice`).
+  """
+
+  @nn.compact
+  def __call__(self, features: Sequence[jax.Array], patch_ids: Sequence[jax.Array],
+               mlp_indices: Sequence[int] | None = None) -> list[jax.Array]:
+    """features: list of [B, h_i, w_i, c_i]; patch_ids: list of [P_i] int -> list of [B * P_i, nc]."""
+    mlp_indices = range(len(features)) if mlp_indices is None else mlp_indices
+    pooled = []
+    for i, feature, ids in zip(mlp_indices, features, patch_ids, strict=True):
+      batch, height, width, channels = feature.shape
+      x = feature.reshape(batch, height * width, channels)[:, ids, :].reshape(-1, channels)
+      x = nn.Dense(self.nc, dtype=self.dtype, kernel_init=cut.xavier_normal_gain_002,
+                   name=f"mlp_{i}_0")(x.astype(self.dtype))
+      x = nn.Dense(self.nc, dtype=self.dtype, kernel_init=cut.xavier_normal_gain_002,
+                   name=f"mlp_{i}_2")(nn.relu(x))
+      x = x + 1e-12
+      pooled.append(x / jnp.sqrt(jnp.sum(jnp.square(x), axis=1, keepdims=True)))
+    return pooled
+
+
+class GeneratorTail(cut.ResnetGenerator):
+  """The generator's layers after official index `after_layer`: a feature -> the translation.
+
+  Same attributes and parameters as `cut.ResnetGenerator` (apply it with G's params).
+  """
+
+  @nn.compact
+  def __call__(self, feature: jax.Array, after_layer: int) -> jax.Array:  # pylint: disable=arguments-renamed
+    """feature: the output of layer `after_layer` [B, h, w, c] -> [B, H, W, output_nc]."""
+    entries = cut.generator_layers(self.ngf, self.n_blocks, self.output_nc, self.antialias,
+                                   self.antialias_up)
+    x = feature.astype(self.dtype)
+    for index in range(after_layer + 1, len(entries)):
+      x = self._apply_layer(index, *entries[index], x)
+    return x
+
+
+def build_modules(model_config: ml_collections.ConfigDict, dtype: Any = jnp.float32
+                  ) -> cut.CUTModules:
+  """CUT's G and D (`cut.build_modules`) with SRUNIT's netF."""
+  return cut.build_modules(model_config, dtype)._replace(
+      patch_sampler=PatchSampleF(model_config.netF_nc, dtype))
+
+
+def generator_tail(modules: cut.CUTModules) -> GeneratorTail:
+  g = modules.generator
+  return GeneratorTail(g.ngf, g.n_blocks, g.output_nc, g.dtype, g.antialias, g.antialias_up,
+                       g.kernel_init)
+
+
+def robustness_feature_shape(modules: cut.CUTModules, image_shape: tuple[int, ...],
+                             choice: int) -> tuple[int, ...]:
+  """[B, h, w, c] of the feature at NCE layer `choice` for images [B, H, W, 3]."""
+  images = jax.ShapeDtypeStruct(image_shape, jnp.float32)
+  params = jax.eval_shape(lambda x: modules.generator.init(jax.random.key(0), x)["params"],
+                          images)
+  feature, = jax.eval_shape(
+      lambda p, x: modules.generator.apply({"params": p}, x, [modules.nce_layers[choice]],
+                                           encode_only=True), params, images)
+  return feature.shape
+
+
+def draw_perturbation(rng: jax.Array, feature_shape: tuple[int, ...], num_patches: int,
+                      reg_noise: float) -> dict[str, jax.Array]:
+  """The official draws of one step for a feature [B, h, w, c], in float32 as there.
+
+  Returns:
+    {"offset": [B, h, w, c] a standard normal (official `torch.randn`) divided by
+     its norm over c (+ 1e-12), times `reg_noise`: added to the feature;
+     "magnitude": [B, h, w, 1] 1e-7 + (reg_noise - 1e-7) * uniform [0, 1)
+     (official `torch.rand`): the loss's divisor;
+     "patch_ids": [min(num_patches, h * w)] distinct positions}.
+  """
+  noise_rng, magnitude_rng, ids_rng = jax.random.split(rng, 3)
+  batch, height, width, _ = feature_shape
+  noise = jax.random.normal(noise_rng, feature_shape, jnp.float32)
+  unit_noise = noise / (jnp.sqrt(jnp.sum(jnp.square(noise), axis=-1, keepdims=True)) + 1e-12)
+  uniform = jax.random.uniform(magnitude_rng, (batch, height, width, 1), jnp.float32)
+  return {"offset": unit_noise * reg_noise,
+          "magnitude": 1e-7 + (reg_noise - 1e-7) * uniform,
+          "patch_ids": jax.random.permutation(ids_rng, height * width)[
+              :min(num_patches, height * width)]}
+
+
+def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array, choice: int,
+                    perturbation: dict[str, jax.Array], modules: cut.CUTModules,
+                    loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, Any]]:
+  """The official `compute_reg_loss` on NCE layer `choice` (see the module docstring).
+
+  Args:
+    g_params, f_params: generator and patch-sampler parameters (with `v1`, F
+      gets no gradient of this loss).
+    real_a: [B, H, W, 3] the source images.
+    choice: index into `modules.nce_layers` (static).
+    perturbation: `draw_perturbation` for the feature at that layer.
+  Returns:
+    (scalar loss, {"feat_k", "feat_q": [B * P, nc] netF of the clean and the
+    perturbed feature}).
+  """
+  layer = modules.nce_layers[choice]
+  encode = functools.partial(modules.generator.apply, {"params": g_params},
+                             feature_layers=[layer], encode_only=True)
+  feature, = encode(real_a)
+  translated = generator_tail(modules).apply(
+      {"params": g_params}, feature + perturbation["offset"].astype(feature.dtype), layer)
+  perturbed, = encode(translated)
+  if loss_config.reg_type == "v1":
+    f_params = jax.lax.stop_gradient(f_params)
+  ids = [perturbation["patch_ids"]]
+  sample = functools.partial(modules.patch_sampler.apply, {"params": f_params},
+                             patch_ids=ids, mlp_indices=[choice])
+  feat_k, = sample([feature])
+  feat_q, = sample([perturbed])
+  distance = jnp.sqrt(jnp.sum(jnp.square(feat_q - feat_k), axis=-1) + 1e-12)
+  batch, height, width, _ = feature.shape
+  magnitude = perturbation["magnitude"].reshape(batch, height * width)[:, ids[0]].reshape(-1)
+  loss = jnp.mean(distance / magnitude.astype(distance.dtype)) / len(modules.nce_layers)
+  return loss, {"feat_k": feat_k, "feat_q": feat_q}
+
+
+def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_b: jax.Array,
+                   patch_ids: losses_cut.PatchIds, modules: cut.CUTModules,
+                   loss_config: ml_collections.ConfigDict, *, robustness,
+                   robustness_weight: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+  """The official SRUNIT G and F objective: `losses_cut.generator_loss` + weight * reg.
+
+  Args:
+    robustness: (g_params, f_params, real_a) -> (reg loss, aux), e.g.
+      `robustness_loss` with its layer and perturbation bound.
+    robustness_weight: scalar, `--reg` where the loss is active, else 0.
+  Returns:
+    (loss, `losses_cut.generator_loss`'s aux with losses["reg"] and outputs["reg"]).
+    losses["G"] stays the CUT loss the official code logs.
+  """
+  cut_loss, aux = losses_cut.generator_loss(gf_params, d_params, real_a, real_b, patch_ids,
+                                            modules, loss_config)
+  reg, aux["outputs"]["reg"] = robustness(gf_params["generator"], gf_params["patch_sampler"],
+                                          real_a)
+  aux["losses"]["reg"] = reg
+  return cut_loss + robustness_weight * reg, aux
+
+
+def robustness_is_active(step: jax.Array, loss_config: ml_collections.ConfigDict,
+                         optimizer_config: ml_collections.ConfigDict) -> jax.Array:
+  """Bool scalar: the official `curr_epoch > inact_epochs`, curr_epoch = epoch_count + step // steps_per_epoch."""
+  epoch = optimizer_config.epoch_count + step // optimizer_config.steps_per_epoch
+  return epoch > loss_config.inact_epochs
