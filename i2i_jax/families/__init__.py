@@ -14,6 +14,7 @@ import ml_collections
 
 from i2i_jax.families import cut
 from i2i_jax.families import cyclegan
+from i2i_jax.families import srunit
 from i2i_jax.families import vsait
 
 # The family of configs that do not name one (every run before the key existed).
@@ -65,7 +66,8 @@ class Family(Protocol):
   """state.variables -> {network: trained parameters}, for the parameter table."""
 
 
-FAMILIES: dict[str, Family] = {"vsait": vsait, "cut": cut, "cyclegan": cyclegan}
+FAMILIES: dict[str, Family] = {"vsait": vsait, "cut": cut, "cyclegan": cyclegan,
+                               "srunit": srunit}
 
 
 def family_name(config: ml_collections.ConfigDict) -> str:

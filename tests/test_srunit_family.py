@@ -1,0 +1,122 @@
+"""SRUNIT trains, checkpoints, resumes and translates through the shared code.
+
+In process on the 8 fake devices of tests/conftest.py: configs/srunit_tiny.py
+(robustness loss off in epoch 1, steps 0-1, on from step 2) through
+`train.train_and_evaluate`; 4 straight steps equal 2 + resume + 2 bit for bit
+(every draw comes from the state's key), G and F stay frozen while the loss is
+off (the official step), and `checkpoint.load_generator` + `Translator`
+translate with the trained generator.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from i2i_jax import checkpoint
+from i2i_jax import families
+from i2i_jax import losses_srunit
+from i2i_jax import metric_writer
+from i2i_jax import train
+from i2i_jax import translator as translator_lib
+from i2i_jax.configs import srunit_tiny
+from i2i_jax.families import srunit as srunit_family
+from i2i_jax.models import cut
+
+
+def _config(total_steps):
+  """srunit_tiny on 8 images, one robustness layer (each layer is a compiled branch)."""
+  config = srunit_tiny.get_config()
+  config.loss.reg_layers = (1,)
+  config.total_steps = total_steps
+  config.data.batch_size = 8
+  return config
+
+
+def test_srunit_trains_resumes_bit_exactly_and_translates_through_the_checkpoint(tmp_path):
+  straight = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "straight"))
+  train.train_and_evaluate(_config(total_steps=2), str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(_config(total_steps=4), str(tmp_path / "resumed"))
+
+  assert int(straight.step) == int(resumed.step) == 4
+  jax.tree.map_with_path(
+      lambda path, a, b: np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path)),
+      jax.device_get(resumed), jax.device_get(straight))
+  records = metric_writer.read_metrics(tmp_path / "straight" / metric_writer.METRICS_FILE)
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  assert [r["g_reg"] > 0 for r in records] == [False, False, True, True]
+
+  loaded = checkpoint.load_generator(tmp_path / "resumed")
+  assert loaded.step == 4 and isinstance(loaded.module, cut.ResnetGenerator)
+  images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
+  translated = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=16).translate(
+      images)
+  fns = srunit_family.make_step_functions(_config(total_steps=4))
+  expected = srunit_family.translate(jax.device_get(straight.variables), images / 127.5 - 1.0,
+                                     fns)
+  expected = np.clip(np.round((np.asarray(expected) + 1) * 127.5), 0, 255)
+  assert np.abs(translated.astype(int) - expected).max() <= 1
+
+
+def _step_twice(config):
+  """Two steps of `srunit_family.train_step` from one fresh state: (initial, after 1, after 2)."""
+  fns = srunit_family.make_step_functions(config)
+  state = jax.jit(srunit_family.init_state, static_argnums=0)(fns, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {name: rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+           for name in ("source", "target")}
+  step = jax.jit(srunit_family.train_step, static_argnums=2)
+  first, _ = step(state, batch, fns)
+  second, metrics = step(first, batch, fns)
+  return state, first, second, metrics
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_generator_and_netf_are_frozen_while_inactive_only_when_asked(freeze):
+  """Official: while the loss is off, only D steps; `freeze_generator_while_inactive=False`: CUT's step."""
+  config = srunit_tiny.get_config()
+  config.loss.inact_epochs = 2  # steps_per_epoch 2: steps 0 and 1 are epoch 1 and off, step 2 on
+  config.loss.reg_layers = (1,)
+  config.loss.freeze_generator_while_inactive = freeze
+  initial, first, _, metrics = _step_twice(config)
+  assert float(metrics["g_reg"]) == 0.0
+  for name in ("generator", "patch_sampler"):
+    same = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                                        initial.variables[name], first.variables[name]))
+    assert all(same) == freeze, name
+  assert not np.array_equal(initial.variables["discriminator"]["params"]["model_0"]["kernel"],
+                            first.variables["discriminator"]["params"]["model_0"]["kernel"])
+
+
+def test_srunit_is_registered_and_refuses_settings_it_cannot_run():
+  config = srunit_tiny.get_config()
+  assert families.get(config) is srunit_family
+  config.loss.reg_layers = (0, 5)
+  with pytest.raises(ValueError, match=r"^config\.loss\.reg_layers=\(0, 5\): .*\(5 layers\)"):
+    srunit_family.make_step_functions(config)
+  config = srunit_tiny.get_config()
+  config.model.n_blocks = 2  # NCE layer 16 is then an instance norm followed by a ReLU
+  with pytest.raises(ValueError, match=r"^config\.model\.nce_layers=.*\[16\] are followed"):
+    srunit_family.make_step_functions(config)
+  config = srunit_tiny.get_config()
+  config.loss.reg_type = "v3"
+  with pytest.raises(ValueError, match=r"^config\.loss\.reg_type='v3'"):
+    srunit_family.make_step_functions(config)
+
+
+@pytest.mark.parametrize("reg_type", ["v1", "v2"])
+def test_netf_gets_the_robustness_gradient_with_v2_only(reg_type):
+  """`--reg_type v1`: the robustness term trains G only; v2 (default): G and F."""
+  config = srunit_tiny.get_config()
+  config.loss.reg_type = reg_type
+  fns = srunit_family.make_step_functions(config)
+  params = cut.init_params(fns.modules, jax.random.key(0), (32, 32, 3))
+  real_a = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+  shape = losses_srunit.robustness_feature_shape(fns.modules, real_a.shape, 1)
+  perturbation = losses_srunit.draw_perturbation(jax.random.key(1), shape, fns.num_patches,
+                                                 config.loss.reg_noise)
+  g_grads, f_grads = jax.grad(
+      lambda g, f: losses_srunit.robustness_loss(g, f, real_a, 1, perturbation, fns.modules,
+                                                 fns.loss_config)[0], argnums=(0, 1))(
+          params["generator"], params["patch_sampler"])
+  assert any(np.any(g != 0) for g in jax.tree.leaves(g_grads))
+  assert any(np.any(f != 0) for f in jax.tree.leaves(f_grads)) == (reg_type == "v2")
