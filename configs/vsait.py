@@ -120,6 +120,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.target = "folder:data/target/train"
   config.data.source_labels = ""  # "" = none; a folder matched by relative path
   config.data.with_labels = False
+  # The target's labels (batch["target_label"]), for the class-conditioned
+  # discriminators in place of the segmenter's pseudo-labels; off by default
+  # (real data rarely has them). data.target_labels as data.source_labels.
+  config.data.target_labels = ""
+  config.data.with_target_labels = False
   config.data.batch_size = 1  # global batch, split over all devices
   # Ops applied to each image, in order (labels follow the geometric ones).
   config.data.preprocess = (

@@ -107,6 +107,22 @@ def test_labels_follow_crop_and_flip_of_their_image(folders):
   assert 0 < flipped < 24  # some examples flipped, some not
 
 
+def test_target_labels_follow_crop_and_flip_of_their_image(folders):
+  # The labelled folder as the target (data.with_target_labels); the source without labels.
+  config = _config(folders, target=f"folder:{folders / 'source'}", with_target_labels=True,
+                   target_labels=str(folders / "labels"),
+                   preprocess="random_crop(40,40)|flip_lr(0.5)|value_range(0,255)")
+  iterator = pipeline.make_train_iterator(config, seed=5, process_index=0, process_count=1)
+  flipped = 0
+  for batch in _take(iterator, 6):
+    assert "source_label" not in batch
+    for image, label in zip(batch["target"], batch["target_label"]):
+      red, green = np.round(image[..., 0]), np.round(image[..., 1])
+      np.testing.assert_array_equal(label == 255, green != red)
+      flipped += int((label[:, -1] == 255).all())
+  assert 0 < flipped < 24
+
+
 def test_truncated_file_is_skipped_logged_and_counted(folders, caplog):
   bad = os.path.join(str(folders / "source"), "part1", "img003.png")
   _truncate(bad)

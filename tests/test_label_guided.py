@@ -207,7 +207,7 @@ def test_the_projection_discriminator_depends_on_the_class_map():
   np.testing.assert_allclose(half, (as_sky + as_road) / 2, rtol=1e-4, atol=1e-6)
 
 
-def test_target_classes_come_from_the_segmenters_pseudo_labels():
+def test_target_classes_come_from_the_target_labels_else_the_segmenters_pseudo_labels():
   config = _config(VARIANTS["class_conditional_discriminator"])
   fns = vsait_family.make_step_functions(config)
   variables = _init(fns)
@@ -221,6 +221,24 @@ def test_target_classes_come_from_the_segmenters_pseudo_labels():
       label_guidance.pseudo_labels(fns.modules.segmenter, variables["segmenter"], target),
       NUM_CLASSES, inputs["hv_target"].shape[1:3])
   np.testing.assert_allclose(inputs["target_classes"], expected)
+  # config.data.with_target_labels: the target's own labels replace the pseudo-labels.
+  given = jax.jit(vsait_family.discriminator_inputs, static_argnums=4)(
+      variables, source, target, hv_source, fns, labels, jnp.full((2, 16, 16), 5))
+  np.testing.assert_allclose(given["target_classes"][..., 5], 1.0)
+  assert np.abs(np.asarray(given["target_classes"]) - np.asarray(expected)).max() > 0.5
+
+
+def test_target_labels_are_a_config_error_without_a_class_conditioned_discriminator():
+  config = _config(VARIANTS["semantic_consistency"])
+  config.data.with_target_labels = True
+  with pytest.raises(ValueError, match=r"config.data.with_target_labels is read only by"):
+    vsait_family.make_step_functions(config)
+  # With them, the class-conditioned discriminators need no segmenter.
+  config = _config(VARIANTS["label_bound_discriminator"], segmenter="")
+  config.data.with_target_labels = True
+  fns = vsait_family.make_step_functions(config)
+  assert fns.modules.segmenter is None
+  assert vsait_family.batch_keys(fns) == ("source", "target", "source_label", "target_label")
 
 
 # --- all off: the paper ---------------------------------------------------------------

@@ -4,7 +4,8 @@
 
   {"source": [B_host, H, W, 3] float32 in [-1, 1],
    "target": [B_host, H, W, 3] float32 in [-1, 1],
-   "source_label": [B_host, H, W] uint8 (only with data.with_labels)}
+   "source_label": [B_host, H, W] uint8 (only with data.with_labels),
+   "target_label": [B_host, H, W] uint8 (only with data.with_target_labels)}
 
 with B_host = data.batch_size // process_count. Each domain is its own grain
 pipeline: the source shuffled with its own seed, repeated forever (reshuffled
@@ -231,8 +232,9 @@ def make_domain_dataset(
   """
   source = sources.open_source(spec, labels=labels, tfds_data_dir=tfds_data_dir)
   if with_labels and not source.has_labels:
-    raise ValueError(f"data source {spec!r} has no labels but with_labels is "
-                     "set; give data.source_labels for folder sources")
+    raise ValueError(f"data source {spec!r} has no labels but its domain's labels are "
+                     "asked for (data.with_labels, data.with_target_labels); give "
+                     "data.source_labels / data.target_labels for folder sources")
   if len(source) < process_count:
     raise ValueError(f"data source {spec!r} has {len(source)} records, too few "
                      f"for {process_count} hosts")
@@ -316,8 +318,9 @@ def _join_domains(pair) -> dict[str, np.ndarray]:
   batch = {"source": source["image"], "target": target["image"],
            f"{_SKIPPED_KEY}_source": source[_SKIPPED_KEY],
            f"{_SKIPPED_KEY}_target": target[_SKIPPED_KEY]}
-  if "label" in source:
-    batch["source_label"] = source["label"]
+  for domain, records in (("source", source), ("target", target)):
+    if "label" in records:
+      batch[f"{domain}_label"] = records["label"]
   return batch
 
 
@@ -349,7 +352,8 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
 
   Args:
     data_config: `config.data` (configs/vsait.py): source, target,
-      source_labels, with_labels, batch_size (global), preprocess,
+      source_labels, with_labels, target_labels, with_target_labels,
+      batch_size (global), preprocess,
       worker_count, read_threads, prefetch_buffer_size, shuffle_seed,
       tfds_data_dir. Warns when source and target are the same data or
       one folder holds the other.
@@ -359,7 +363,7 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     process_count: number of hosts (default `jax.process_count()`).
 
   Returns:
-    A TrainIterator over {"source", "target"[, "source_label"]} batches of
+    A TrainIterator over {"source", "target"[, "source_label"][, "target_label"]} batches of
     batch_size // process_count examples (see the module docstring).
   """
   if process_index is None or process_count is None:
@@ -379,8 +383,8 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     is_source = domain == "source"
     records, epoch_sizes[domain] = make_domain_dataset(
         data_config[domain],
-        labels=data_config.source_labels if is_source else "",
-        with_labels=is_source and data_config.with_labels,
+        labels=data_config.source_labels if is_source else data_config.target_labels,
+        with_labels=data_config.with_labels if is_source else data_config.with_target_labels,
         preprocess_spec=data_config.preprocess,
         seed=_domain_seed(seed, data_config.shuffle_seed, index),
         process_index=process_index, process_count=process_count,

@@ -108,6 +108,9 @@ class StepFunctions:
   gan_loss: str = "hinge"
   grad_accum_steps: int = 1
   semantic_coef: float = 0.0
+  # The class-conditioned discriminators read batch["target_label"]
+  # (config.data.with_target_labels), not the segmenter's pseudo-labels.
+  target_labels: bool = False
 
   @property
   def needs_source_labels(self) -> bool:
@@ -132,10 +135,16 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
   if modules.segmenter is None and semantic_coef > 0:
     raise ValueError(f"config.loss.semantic_coef={semantic_coef} needs the frozen segmenter "
                      "config.model.semantic_segmenter (a train_segmenter folder)")
-  if modules.segmenter is None and modules.discriminator_needs_classes:
+  target_labels = config.data.with_target_labels
+  if target_labels and not modules.discriminator_needs_classes:
+    raise ValueError("config.data.with_target_labels is read only by "
+                     "config.model.class_conditional_discriminator and "
+                     "label_bound_discriminator; turn one on or leave it off")
+  if modules.segmenter is None and modules.discriminator_needs_classes and not target_labels:
     raise ValueError("config.model.class_conditional_discriminator and "
                      "label_bound_discriminator need config.model.semantic_segmenter (a "
-                     "train_segmenter folder) for the target's pseudo-labels")
+                     "train_segmenter folder) for the target's pseudo-labels, or the "
+                     "target's own labels (config.data.with_target_labels)")
   return StepFunctions(
       modules=modules,
       g_optimizer=training.make_optimizer(opt.g, g_schedule),
@@ -146,6 +155,7 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
       gan_loss=config.loss.gan,
       grad_accum_steps=grad_accum_steps,
       semantic_coef=semantic_coef,
+      target_labels=target_labels,
   )
 
 
@@ -197,8 +207,9 @@ def pretrained_variables(config: ml_collections.ConfigDict, fns: StepFunctions) 
 
 
 def batch_keys(fns: StepFunctions) -> tuple[str, ...]:
-  """The batch entries `train_step` reads: "source_label" only for the label-guided options."""
-  return ("source", "target") + (("source_label",) if fns.needs_source_labels else ())
+  """The batch entries `train_step` reads: the labels only for the label-guided options."""
+  return (("source", "target") + (("source_label",) if fns.needs_source_labels else ())
+          + (("target_label",) if fns.target_labels else ()))
 
 
 def _check_labels(source_label: jax.Array | None, fns: StepFunctions) -> None:
@@ -301,13 +312,18 @@ def generator_loss(g_params: Variables, variables: Variables, source: jax.Array,
 
 def discriminator_inputs(variables: Variables, source: jax.Array, target: jax.Array,
                          hv_source: jax.Array, fns: StepFunctions,
-                         source_label: jax.Array | None = None) -> dict[str, jax.Array]:
+                         source_label: jax.Array | None = None,
+                         target_label: jax.Array | None = None) -> dict[str, jax.Array]:
   """What the D step discriminates, from the (already updated) generator and map network.
 
+  Args:
+    source_label, target_label: [B, H, W] uint8 label maps (255 = ignore); the
+      target's, when given, replace the segmenter's pseudo-labels of `target`.
   Returns:
     {"translated": [B,H,W,3], "hv_translated", "hv_source_bound", "hv_target": [B,h,w,D]},
     with a class-conditioned discriminator also "source_classes" and
-    "target_classes" [B,h,w,K] (the target's from the segmenter's pseudo-labels).
+    "target_classes" [B,h,w,K] (the target's from `target_label`, else from the
+    segmenter's pseudo-labels).
   """
   _check_labels(source_label, fns)
   modules = fns.modules
@@ -320,8 +336,9 @@ def discriminator_inputs(variables: Variables, source: jax.Array, target: jax.Ar
       "hv_target": modules.hypervectors(variables, target),
   }
   if modules.discriminator_needs_classes:
-    target_label = label_guidance.pseudo_labels(modules.segmenter, variables["segmenter"],
-                                                target)
+    if target_label is None:
+      target_label = label_guidance.pseudo_labels(modules.segmenter, variables["segmenter"],
+                                                  target)
     inputs["source_classes"] = _class_fractions(source_label, hv_source, fns)
     inputs["target_classes"] = _class_fractions(target_label, inputs["hv_target"], fns)
   return inputs
@@ -349,7 +366,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     state: current state.
     batch: {"source": [B, H, W, 3], "target": [B, H, W, 3]} float in [-1, 1]
       (and "source_label": [B, H, W] uint8, 255 = ignore, which the
-      label-guided options read); B a multiple of `fns.grad_accum_steps`.
+      label-guided options read; "target_label" likewise with
+      `fns.target_labels`); B a multiple of `fns.grad_accum_steps`.
     fns: static step functions (close over them with functools.partial before jit).
   Returns:
     (new state, scalar metrics: g_vsa, g_adv, g_total (g_semantic with
@@ -362,6 +380,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   # Labels travel only when an option reads them, so the paper's step is unchanged.
   labels = (training.micro_batches(batch["source_label"], count)
             if fns.needs_source_labels and "source_label" in batch else None)
+  target_labels = (training.micro_batches(batch["target_label"], count)
+                   if fns.target_labels else None)
 
   g_params = generator_params(state.variables)
   g_grad_fn = jax.value_and_grad(generator_loss, has_aux=True)
@@ -382,14 +402,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   d_grad_fn = jax.value_and_grad(discriminator_loss, has_aux=True)
 
   def d_micro_step(micro_batch):
-    source, target, hv_source, source_label = micro_batch
-    d_inputs = jax.lax.stop_gradient(
-        discriminator_inputs(variables, source, target, hv_source, fns, source_label))
+    source, target, hv_source, source_label, target_label = micro_batch
+    d_inputs = jax.lax.stop_gradient(discriminator_inputs(
+        variables, source, target, hv_source, fns, source_label, target_label))
     (d_total, _), grads = d_grad_fn(d_params, d_inputs, fns)
     return (grads, d_total), None
 
   (d_grads, d_total), _ = training.mean_over_micro_batches(
-      d_micro_step, (d_params, 0.0), (sources, targets, hv_sources, labels), count)
+      d_micro_step, (d_params, 0.0), (sources, targets, hv_sources, labels, target_labels),
+      count)
   d_updates, d_opt_state = fns.d_optimizer.update(d_grads, state.d_opt_state, d_params)
   variables = _with_discriminator_params(variables, optax.apply_updates(d_params, d_updates))
 
