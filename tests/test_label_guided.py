@@ -268,7 +268,6 @@ def test_all_options_off_build_the_papers_networks():
 # --- through the trainer --------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~50 s on 2 idle cores: one compile of the step with every option
 def test_every_option_trains_sharded_in_bfloat16_through_the_trainer(tmp_path):
   """All four options at once, 8 devices, bfloat16, a segmenter folder as
   train_segmenter writes it: finite losses (the trainer stops on any other),

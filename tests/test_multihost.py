@@ -109,7 +109,6 @@ def test_the_hosts_together_feed_the_single_host_global_batch():
                                     single[step][domain])
 
 
-@pytest.mark.slow
 def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path):
   one, two = tmp_path / "one_process", tmp_path / "two_processes"
   distributed = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}",

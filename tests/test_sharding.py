@@ -87,7 +87,6 @@ def test_check_batch_split_names_the_config_keys():
     sharding.check_batch_split(8, 2, mesh)
 
 
-@pytest.mark.slow
 def test_sharded_steps_equal_one_device_steps():
   """Two steps on 8 devices (batch split, FSDP) == two on one device, same batches.
 

@@ -70,7 +70,7 @@ def _step_twice(config):
   return state, first, second, metrics
 
 
-@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("freeze", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_generator_and_netf_are_frozen_while_inactive_only_when_asked(freeze):
   """Official: while the loss is off, only D steps; `freeze_generator_while_inactive=False`: CUT's step."""
   config = srunit_tiny.get_config()
@@ -103,7 +103,7 @@ def test_srunit_is_registered_and_refuses_settings_it_cannot_run():
     srunit_family.make_step_functions(config)
 
 
-@pytest.mark.parametrize("reg_type", ["v1", "v2"])
+@pytest.mark.parametrize("reg_type", [pytest.param("v1", marks=pytest.mark.slow), "v2"])
 def test_netf_gets_the_robustness_gradient_with_v2_only(reg_type):
   """`--reg_type v1`: the robustness term trains G only; v2 (default): G and F."""
   config = srunit_tiny.get_config()

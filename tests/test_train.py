@@ -88,7 +88,6 @@ def test_grad_accumulation_rejects_an_uneven_split():
     jax.eval_shape(functools.partial(vsait_family.train_step, fns=fns), state, batch)
 
 
-@pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path, caplog):
   """4 steps straight == 2 steps, a new process-like restart, 2 more (identical bits).
 
@@ -204,7 +203,6 @@ def test_format_duration_counts_days():
   assert train.format_duration(21.4) == "0:00:21"
 
 
-@pytest.mark.slow
 def test_finished_run_writes_nothing_and_a_damaged_checkpoint_is_skipped(tmp_path, caplog):
   """Image grids under a legal tag; a rerun of a finished run adds nothing; damage is set aside."""
   config = _config(total_steps=4)
