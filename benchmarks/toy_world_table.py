@@ -12,8 +12,8 @@
       issue 14's ablation: the label-guided options (docs/label_guided.md) with
       the same budget and seeds.
   python benchmarks/toy_world_table.py --root=/tmp/toy_table --worlds=mismatch \
-      --methods=vanilla,cut,cyclegan,identity,ideal --seeds=0,1,2
-      issue 16's comparison: CUT and CycleGAN (configs/toy_flipping.py:WORLD,FAMILY:
+      --methods=vanilla,cut,cyclegan,srunit,identity,ideal --seeds=0,1,2
+      issue 16's comparison: CUT, CycleGAN and SRUNIT (configs/toy_flipping.py:WORLD,FAMILY:
       the official losses and optimisers at the demo's width, budget and data).
 
 Worlds (the target domain; docs/toy_world.md): `mismatch` real_mismatch
@@ -91,6 +91,7 @@ METHODS = {
         "--config.model.label_bound_discriminator=True"]),
     "cut": ("configs/toy_flipping.py:{world},cut", []),
     "cyclegan": ("configs/toy_flipping.py:{world},cyclegan", []),
+    "srunit": ("configs/toy_flipping.py:{world},srunit", []),
     "identity": None,
     "ideal": None,
 }

@@ -21,9 +21,10 @@ is toy_streets:real_mismatch:val, i.e. real_detail:val, in both worlds):
           ideal translation's, by the segmenter at config.evals.flips.segmenter
           (a FlaxSegmenter folder, e.g. from `python -m i2i_jax.train_segmenter`).
 
-`:mismatch,cut` (likewise `,cyclegan`) trains another model family on the same
+`:mismatch,cut` (likewise `,cyclegan`, `,srunit`) trains another model family on the same
 world, data, crops, evaluators and step budget: the family's official model,
-loss and optimiser (configs/cut.py, configs/cyclegan.py) with the generator and
+loss and optimiser (configs/cut.py, cyclegan.py, srunit.py; SRUNIT's loss off for the
+first quarter of the run, as officially) with the generator and
 discriminator as wide as the demo's (16 channels, 4 residual blocks) and the
 official linear schedule fitted into the budget (constant for the first half,
 then linearly to zero), so the comparison is of methods, not of model sizes.
@@ -37,6 +38,7 @@ import ml_collections
 from i2i_jax.configs import cut
 from i2i_jax.configs import cyclegan
 from i2i_jax.configs import demo
+from i2i_jax.configs import srunit
 
 WORLDS = {"mismatch": "toy_streets:real_mismatch", "overgrown": "toy_streets:real_overgrown",
           "matched": "toy_streets:real_detail"}
@@ -46,7 +48,8 @@ EVAL_HEIGHT, EVAL_WIDTH = 128, 256
 
 
 # Families besides VSAIT (the demo's), by their official configs.
-OTHER_FAMILIES = {"cut": cut.get_config, "cyclegan": cyclegan.get_config}
+OTHER_FAMILIES = {"cut": cut.get_config, "cyclegan": cyclegan.get_config,
+                  "srunit": srunit.get_config}
 # The demo's generator scale, for the other families (--ngf, --ndf, resnet_<n>blocks).
 DEMO_WIDTH, DEMO_BLOCKS = 16, 4
 SCHEDULE_EPOCHS = 10  # the budget as 5 constant + 5 decaying "epochs" of the official schedule
@@ -63,12 +66,15 @@ def get_config(world_and_family: str = "mismatch") -> ml_collections.ConfigDict:
   config = demo.get_config()
   if family in OTHER_FAMILIES:
     official = OTHER_FAMILIES[family]()
+    official_epochs = official.optimizer.n_epochs + official.optimizer.n_epochs_decay
     config.model, config.loss, config.optimizer = (official.model, official.loss,
                                                    official.optimizer)
     config.model.ngf = config.model.ndf = DEMO_WIDTH
     config.model.n_blocks = DEMO_BLOCKS
     config.optimizer.n_epochs = config.optimizer.n_epochs_decay = SCHEDULE_EPOCHS // 2
     config.optimizer.steps_per_epoch = config.total_steps // SCHEDULE_EPOCHS
+    if family == "srunit":  # its loss is off for the same share of the run as officially
+      config.loss.inact_epochs = SCHEDULE_EPOCHS * config.loss.inact_epochs // official_epochs
   config.data.source = "toy_streets:sim_detail"
   config.data.target = WORLDS[world]
   config.data.preprocess = (f"resize({EVAL_HEIGHT},{EVAL_WIDTH})|random_crop(64,64)|flip_lr|"

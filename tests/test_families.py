@@ -157,7 +157,7 @@ def test_a_config_without_a_family_is_vsait():
   assert families.family_name(tiny.get_config()) == "vsait"
 
 
-@pytest.mark.parametrize("family", ["cut", "cyclegan"])
+@pytest.mark.parametrize("family", ["cut", "cyclegan", "srunit"])
 def test_toy_world_comparison_gives_every_family_the_same_data_evaluators_and_budget(family):
   vanilla = toy_flipping.get_config("overgrown")
   other = toy_flipping.get_config(f"overgrown,{family}")
