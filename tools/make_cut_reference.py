@@ -70,6 +70,7 @@ and another configuration, checked by the same test:
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import pathlib
@@ -106,23 +107,29 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def import_official(official_dir: str):
-  """The official modules, imported from `official_dir` with the two stubs of the docstring."""
+def import_official(official_dir: str, model: str = "cut"):
+  """The official `models.<model>_model`, `models.networks` and `options.train_options`,
+  imported from `official_dir` (CUT's code base, or one built on it such as SRUNIT's)
+  with the two stubs of the docstring."""
   sys.path.insert(0, str(pathlib.Path(official_dir).resolve()))
   sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
   data = types.ModuleType("data")
   data.get_option_setter = lambda name: (lambda parser, is_train: parser)
   sys.modules["data"] = data
-  from models import cut_model, networks  # pylint: disable=g-import-not-at-top
+  model_module = importlib.import_module(f"models.{model}_model")
+  from models import networks  # pylint: disable=g-import-not-at-top
   from options import train_options  # pylint: disable=g-import-not-at-top
-  return cut_model, networks, train_options
+  return model_module, networks, train_options
 
 
-def official_options(args, train_options):
-  """The official training options (CUT mode defaults) with the flags' sizes."""
-  cmd_line = (f"--model cut --gpu_ids -1 --ngf {args.ngf} --ndf {args.ndf} "
+def official_options(args, train_options, model_flags: str | None = None):
+  """The official training options with the flags' sizes; `model_flags` selects the
+  model and its own options (default: CUT mode with `args.nce_layers`)."""
+  if model_flags is None:
+    model_flags = f"--model cut --nce_layers {args.nce_layers}"
+  cmd_line = (f"{model_flags} --gpu_ids -1 --ngf {args.ngf} --ndf {args.ndf} "
               f"--batch_size {args.batch} --num_patches {args.num_patches} "
-              f"--netF_nc {args.netF_nc} --nce_layers {args.nce_layers} "
+              f"--netF_nc {args.netF_nc} "
               f"--crop_size {args.image_size} --load_size {args.image_size}")
   # CUTModel.modify_commandline_options parses sys.argv itself (for --CUT_mode),
   # so it sees the official command line, not this tool's flags.

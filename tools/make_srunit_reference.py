@@ -38,7 +38,6 @@ import io
 import json
 import pathlib
 import sys
-import types
 
 import numpy as np
 
@@ -66,33 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def import_official(official_dir: str):
-  """The official modules, imported with make_cut_reference's stubs."""
-  sys.path.insert(0, str(pathlib.Path(official_dir).resolve()))
-  sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
-  data = types.ModuleType("data")
-  data.get_option_setter = lambda name: (lambda parser, is_train: parser)
-  sys.modules["data"] = data
-  from models import networks, srunit_model  # pylint: disable=g-import-not-at-top
-  from options import train_options  # pylint: disable=g-import-not-at-top
-  return srunit_model, networks, train_options
-
-
 def official_options(args, train_options):
   """The official training options (SRUNIT defaults) with the flags' sizes."""
-  cmd_line = (f"--model srunit --gpu_ids -1 --ngf {args.ngf} --ndf {args.ndf} "
-              f"--batch_size {args.batch} --num_patches {args.num_patches} "
-              f"--netF_nc {args.netF_nc} --reg_type {args.reg_type} "
-              f"--crop_size {args.image_size} --load_size {args.image_size}")
-  argv, sys.argv = sys.argv, [sys.argv[0], *cmd_line.split()]
-  try:
-    opt = train_options.TrainOptions(cmd_line).gather_options()
-  finally:
-    sys.argv = argv
-  opt.isTrain = True
-  opt.gpu_ids = []
-  opt.netG = f"resnet_{args.n_blocks}blocks"
-  return opt
+  return cut_reference.official_options(args, train_options,
+                                        f"--model srunit --reg_type {args.reg_type}")
 
 
 @contextlib.contextmanager
@@ -221,7 +197,8 @@ def main(argv=None):
   layout_bug = cut_reference.instance_norm_layout_bug()
   cut_reference.contiguous_instance_norm_gradients()
   assert not cut_reference.instance_norm_layout_bug()
-  srunit_model, networks, train_options = import_official(args.official_dir)
+  srunit_model, networks, train_options = cut_reference.import_official(args.official_dir,
+                                                                         "srunit")
   networks.define_G = cut_reference.define_g_any_blocks(networks)
   opt = official_options(args, train_options)
   rng = np.random.default_rng(args.seed)
