@@ -383,8 +383,9 @@ def make_train_iterator(data_config: ml_collections.ConfigDict, *, seed: int,
     is_source = domain == "source"
     records, epoch_sizes[domain] = make_domain_dataset(
         data_config[domain],
-        labels=data_config.source_labels if is_source else data_config.target_labels,
-        with_labels=data_config.with_labels if is_source else data_config.with_target_labels,
+        labels=data_config.source_labels if is_source else data_config.get("target_labels", ""),
+        with_labels=(data_config.with_labels if is_source
+                     else data_config.get("with_target_labels", False)),
         preprocess_spec=data_config.preprocess,
         seed=_domain_seed(seed, data_config.shuffle_seed, index),
         process_index=process_index, process_count=process_count,

@@ -135,7 +135,7 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
   if modules.segmenter is None and semantic_coef > 0:
     raise ValueError(f"config.loss.semantic_coef={semantic_coef} needs the frozen segmenter "
                      "config.model.semantic_segmenter (a train_segmenter folder)")
-  target_labels = config.data.with_target_labels
+  target_labels = config.data.get("with_target_labels", False)  # configs older than the key
   if target_labels and not modules.discriminator_needs_classes:
     raise ValueError("config.data.with_target_labels is read only by "
                      "config.model.class_conditional_discriminator and "
