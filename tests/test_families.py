@@ -141,11 +141,11 @@ def test_a_family_registered_here_trains_resumes_and_translates(tmp_path, l1_fam
 
 def test_an_unknown_family_is_a_config_error_naming_the_key_and_the_families(tmp_path):
   config = _config(total_steps=1)
-  config.model.family = "cyclegan"
+  config.model.family = "drit"
   known = re.escape(str(sorted(families.FAMILIES)))
   assert "'vsait'" in known
   with pytest.raises(train.ConfigError,
-                     match=rf"^config\.model\.family='cyclegan' is not one of {known}$"):
+                     match=rf"^config\.model\.family='drit' is not one of {known}$"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
