@@ -137,6 +137,9 @@ def get_config() -> ml_collections.ConfigDict:
   # preprocessed examples each domain keeps ready.
   config.data.read_threads = 8
   config.data.prefetch_buffer_size = 32
+  # Batches read and copied to the devices ahead of the step, in a thread, so that
+  # the host work of the next batch overlaps the running step (0: none).
+  config.data.device_prefetch = 2
   config.data.tfds_data_dir = ""  # "" = TFDS's default ($TFDS_DATA_DIR)
   config.data.shuffle_seed = 0
 

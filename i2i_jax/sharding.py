@@ -15,11 +15,12 @@ a device; each host then feeds only its own part of the global batch
 (`global_batch`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import os
 from typing import Any
 
 from absl import logging
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -141,6 +142,41 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> 
   sharding = batch_sharding(mesh)
   return {name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
           for name, value in host_batch.items()}
+
+
+class _GlobalBatches(grain.DatasetIterator):
+  """`global_batch` of each batch of a host-local batch iterator (its state is the parent's)."""
+
+  def __init__(self, host_batches: grain.DatasetIterator, keys: Sequence[str],
+               mesh: jax.sharding.Mesh):
+    super().__init__(host_batches)
+    self._keys, self._mesh = tuple(keys), mesh
+
+  def __next__(self) -> dict[str, jax.Array]:
+    host_batch = next(self._parent)
+    return global_batch({k: host_batch[k] for k in self._keys}, self._mesh)
+
+  def get_state(self) -> dict[str, Any]:
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]):
+    self._parent.set_state(state)
+
+
+def prefetch_global_batches(host_batches: grain.DatasetIterator, keys: Sequence[str],
+                            mesh: jax.sharding.Mesh, buffer_size: int) -> grain.DatasetIterator:
+  """Global batches of `keys`, read and copied to the devices ahead of the step that takes them.
+
+  A thread runs `next(host_batches)` and `global_batch` up to `buffer_size`
+  batches ahead (grain's `ThreadPrefetchDatasetIterator`), so that the host
+  work of the next batch overlaps the running step: at batch 1 on a GPU it is
+  a large part of a step. The returned iterator's state is that of the last
+  batch handed out (what a checkpoint must store), in `host_batches`'s own
+  format, so that checkpoints restore into `host_batches` either way.
+  `buffer_size` 0: no thread, each batch read and copied on `next()`.
+  """
+  return grain.experimental.ThreadPrefetchDatasetIterator(
+      _GlobalBatches(host_batches, keys, mesh), buffer_size)
 
 
 def check_batch_split(global_batch_size: int, grad_accum_steps: int,

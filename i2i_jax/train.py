@@ -302,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
   translate = jax.jit(functools.partial(family.translate, fns=fns))
-  batch_keys = family.batch_keys(fns)
+  batches = sharding.prefetch_global_batches(data_iterator, family.batch_keys(fns), mesh,
+                                             config.data.get("device_prefetch", 2))
 
   writer = metric_writer.MetricWriter(workdir)
   if start_step == 0:
@@ -366,8 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
           jax.profiler.start_trace(str(workdir / "profile"))
           tracing = True
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          host_batch = next(data_iterator)
-          batch = sharding.global_batch({k: host_batch[k] for k in batch_keys}, mesh)
+          batch = next(batches)
           if compiled_step is None:
             compiled_step = _compile(train_step, state, batch)
             timer = (time.perf_counter(), start_step)
@@ -408,7 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
           log_images(step, batch)
         run_evals(step, is_last)
         if stop or is_last or manager.should_save(step):
-          checkpoint.save(manager, step, state, data_iterator, config, force=stop or is_last)
+          checkpoint.save(manager, step, state, batches, config, force=stop or is_last)
         if stop and not is_last:
           manager.wait_until_finished()
           if stop_requests.interrupted:
@@ -419,6 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                           checkpoint.checkpoint_dir(workdir))
           break
   finally:
+    batches.close()
     if tracing:
       jax.profiler.stop_trace()
     manager.wait_until_finished()

@@ -4,6 +4,7 @@ Runs on the 8 fake CPU devices of tests/conftest.py.
 """
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +77,25 @@ def test_global_batch_puts_each_host_row_on_its_device():
     row = shard.index[0].start
     np.testing.assert_array_equal(shard.data, host["source"][row:row + 1])
     assert shard.device == mesh.devices[row]
+
+
+def test_prefetched_global_batches_are_the_batches_in_order_and_checkpoint_where_consumed():
+  """The thread runs ahead, but the state is the consumed batch's: a restore resumes there."""
+  config = _config(fsdp=False)
+  mesh = sharding.make_mesh()
+  expected = _batches(config, 5)
+  prefetched = sharding.prefetch_global_batches(
+      pipeline.make_train_iterator(config.data, seed=0), ("source",), mesh, buffer_size=3)
+  for batch in expected[:2]:
+    got = next(prefetched)
+    assert set(got) == {"source"} and got["source"].sharding == sharding.batch_sharding(mesh)
+    np.testing.assert_array_equal(jax.device_get(got["source"]), batch["source"])
+  time.sleep(0.5)  # lets the thread read ahead (up to 3 more batches)
+  restored = pipeline.make_train_iterator(config.data, seed=0)
+  restored.set_state(prefetched.get_state())
+  prefetched.close()
+  for batch in expected[2:]:
+    np.testing.assert_array_equal(next(restored)["source"], batch["source"])
 
 
 def test_check_batch_split_names_the_config_keys():
