@@ -15,6 +15,7 @@ official optimizers with the same settings, which is one Adam over both (Adam
 acts element by element).
 """
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -62,49 +63,94 @@ def patch_nce_loss(feat_q: jax.Array, feat_k: jax.Array, batch_size: int, temper
   return -jax.nn.log_softmax(logits, axis=1)[:, 0]
 
 
-def nce_loss(g_params: Params, f_params: Params, source: jax.Array, translated: jax.Array,
-             patch_ids: Sequence[jax.Array], modules: cut.CUTModules,
-             loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, list]]:
-  """The official `calculate_NCE_loss(src, tgt)`: PatchNCE averaged over the NCE layers.
+def nce_losses(g_params: Params, f_params: Params, sources: Sequence[jax.Array],
+               translations: Sequence[jax.Array], patch_ids: Sequence[Sequence[jax.Array]],
+               modules: cut.CUTModules, loss_config: ml_collections.ConfigDict,
+               source_features: Sequence[Sequence[jax.Array]] | None = None
+               ) -> list[tuple[jax.Array, dict[str, list]]]:
+  """The official `calculate_NCE_loss(src, tgt)` of each (source, translation) pair.
+
+  PatchNCE averaged over the NCE layers. The pairs' translations go through G's
+  encoder as one batch, and their sources as another (instance norm is per
+  image, so each image's features are those of its own pass): fewer, larger
+  convolutions than one pass per image set, with the same values.
 
   Args:
     g_params, f_params: generator and patch-sampler parameters.
-    source: [B, H, W, 3] the images the keys come from (real_A, or real_B for NCE_Y).
-    translated: [B, H, W, 3] G(source) (the queries' images).
-    patch_ids: one [P_i] int array per NCE layer (the positions of the keys and queries).
+    sources: [B, H, W, 3] images the keys come from, per pair (real_A for NCE,
+      real_B for NCE_Y).
+    translations: [B, H, W, 3] G(source) of each pair (the queries' images).
+    patch_ids: per pair, one [P_i] int array per NCE layer (the positions of
+      the keys and queries).
+    source_features: per pair, G's features of the source at the NCE layers
+      when the caller has them (`translate_and_encode`); None: encoded here.
   Returns:
-    (scalar loss, {"feat_k": [...], "feat_q": [...]} the sampled features [B * P_i, nc]).
+    Per pair, (scalar loss, {"feat_k": [...], "feat_q": [...]} the sampled
+    features [B * P_i, nc]).
   """
 
   def encode(images):
-    return modules.generator.apply({"params": g_params}, images, modules.nce_layers,
-                                   encode_only=True)
+    features = modules.generator.apply({"params": g_params}, jnp.concatenate(images),
+                                       modules.nce_layers, encode_only=True)
+    batch = images[0].shape[0]
+    return [[feature[i * batch:(i + 1) * batch] for feature in features]
+            for i in range(len(images))]
 
-  def sample(features):
-    return modules.patch_sampler.apply({"params": f_params}, features, patch_ids)
-
-  feat_q = sample(encode(translated))
-  feat_k = sample(encode(source))
-  total = 0.0
-  for query, key in zip(feat_q, feat_k):
-    per_patch = patch_nce_loss(query, key, source.shape[0], loss_config.nce_T,
-                               loss_config.nce_includes_all_negatives_from_minibatch)
-    total = total + jnp.mean(per_patch * loss_config.lambda_NCE)
-  return total / len(feat_q), {"feat_k": feat_k, "feat_q": feat_q}
+  results = []
+  if source_features is None:
+    source_features = encode(sources)
+  for source, query_features, key_features, ids in zip(
+      sources, encode(translations), source_features, patch_ids, strict=True):
+    sample = functools.partial(modules.patch_sampler.apply, {"params": f_params},
+                               patch_ids=ids)
+    feat_q, feat_k = sample(query_features), sample(key_features)
+    total = 0.0
+    for query, key in zip(feat_q, feat_k):
+      per_patch = patch_nce_loss(query, key, source.shape[0], loss_config.nce_T,
+                                 loss_config.nce_includes_all_negatives_from_minibatch)
+      total = total + jnp.mean(per_patch * loss_config.lambda_NCE)
+    results.append((total / len(feat_q), {"feat_k": feat_k, "feat_q": feat_q}))
+  return results
 
 
 def translate(g_params: Params, real_a: jax.Array, real_b: jax.Array, modules: cut.CUTModules,
               loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array | None]:
   """The official `forward`: (fake_B = G(real_A), idt_B = G(real_B) or None without nce_idt)."""
+  return translate_and_encode(g_params, real_a, real_b, modules, loss_config)[0]
+
+
+def translate_and_encode(g_params: Params, real_a: jax.Array, real_b: jax.Array,
+                         modules: cut.CUTModules, loss_config: ml_collections.ConfigDict,
+                         ) -> tuple[tuple[jax.Array, jax.Array | None], list | None]:
+  """`translate`, and the NCE keys' features from the same forward of G.
+
+  The official code encodes real_A (and real_B) again for the NCE keys; the
+  forward that translates them computes the same features on the way, which
+  `nce_losses` takes instead of a second pass (the keys get no gradient).
+
+  Returns:
+    ((fake_B, idt_B or None), source features): per NCE pair (real_A's, then
+    real_B's with nce_idt) the features at `modules.nce_layers`, each
+    [B, h_i, w_i, c_i]; None where they would differ from an encoder pass
+    (`cut.forward_features_equal_encoder_features`).
+  """
   real = jnp.concatenate([real_a, real_b]) if loss_config.nce_idt else real_a
-  fake = modules.generator.apply({"params": g_params}, real)
   batch = real_a.shape[0]
-  return fake[:batch], (fake[batch:] if loss_config.nce_idt else None)
+  if not cut.forward_features_equal_encoder_features(modules.generator, modules.nce_layers):
+    fake = modules.generator.apply({"params": g_params}, real)
+    return (fake[:batch], fake[batch:] if loss_config.nce_idt else None), None
+  fake, features = modules.generator.apply({"params": g_params}, real, modules.nce_layers)
+  pairs = len(real) // batch
+  source_features = [[feature[i * batch:(i + 1) * batch] for feature in features]
+                     for i in range(pairs)]
+  return (fake[:batch], fake[batch:] if loss_config.nce_idt else None), source_features
 
 
 def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_b: jax.Array,
                    patch_ids: PatchIds, modules: cut.CUTModules,
-                   loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, Any]]:
+                   loss_config: ml_collections.ConfigDict,
+                   translations: tuple[jax.Array, jax.Array | None] | None = None,
+                   source_features: list | None = None) -> tuple[jax.Array, dict[str, Any]]:
   """The official `compute_G_loss` (after `forward`), differentiable in G and F.
 
   Args:
@@ -112,12 +158,17 @@ def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_
     d_params: discriminator parameters (no gradient is taken for them here).
     real_a, real_b: [B, H, W, 3] in [-1, 1].
     patch_ids: see `PatchIds` (`draw_patch_ids`).
+    translations, source_features: `translate_and_encode(gf_params["generator"],
+      real_a, real_b, ...)` when the caller has it (`train_step`, which
+      differentiates through the translations itself); None: computed here.
   Returns:
     (loss G, {"losses": {G_GAN, NCE, NCE_Y, G}, "outputs": {fake_B, idt_B,
     pred_fake, nce, nce_idt}}).
   """
   g_params, f_params = gf_params["generator"], gf_params["patch_sampler"]
-  fake_b, idt_b = translate(g_params, real_a, real_b, modules, loss_config)
+  if translations is None:
+    translations = translate(g_params, real_a, real_b, modules, loss_config)
+  fake_b, idt_b = translations
   losses, outputs = {}, {"fake_B": fake_b, "idt_B": idt_b}
   if loss_config.lambda_GAN > 0:
     outputs["pred_fake"] = modules.discriminator.apply({"params": d_params}, fake_b)
@@ -126,13 +177,15 @@ def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_
     losses["G_GAN"] = jnp.zeros((), fake_b.dtype)
   nce_both = jnp.zeros((), fake_b.dtype)
   if loss_config.lambda_NCE > 0:
-    losses["NCE"], outputs["nce"] = nce_loss(g_params, f_params, real_a, fake_b,
-                                             patch_ids["nce"], modules, loss_config)
-    nce_both = losses["NCE"]
+    terms = [("NCE", "nce", real_a, fake_b)]
     if loss_config.nce_idt:
-      losses["NCE_Y"], outputs["nce_idt"] = nce_loss(g_params, f_params, real_b, idt_b,
-                                                     patch_ids["nce_idt"], modules, loss_config)
-      nce_both = (losses["NCE"] + losses["NCE_Y"]) * 0.5
+      terms.append(("NCE_Y", "nce_idt", real_b, idt_b))
+    results = nce_losses(g_params, f_params, [term[2] for term in terms],
+                         [term[3] for term in terms], [patch_ids[term[1]] for term in terms],
+                         modules, loss_config, source_features)
+    for (loss_name, output_name, _, _), (loss, aux) in zip(terms, results):
+      losses[loss_name], outputs[output_name] = loss, aux
+    nce_both = (losses["NCE"] + losses["NCE_Y"]) * 0.5 if loss_config.nce_idt else losses["NCE"]
   losses["G"] = losses["G_GAN"] + nce_both
   return losses["G"], {"losses": losses, "outputs": outputs}
 
@@ -216,19 +269,33 @@ def train_step(params: Params, opt_states: Params, real_a: jax.Array, real_b: ja
     real_a, real_b: [B, H, W, 3] in [-1, 1].
     patch_ids: from `draw_patch_ids`.
     optimizer: `make_optimizer(config.optimizer)`, used for both groups.
-    generator_objective: the G and F loss, with `generator_loss`'s arguments and
-      result (CUT's; SRUNIT's adds its robustness term, losses_srunit.py).
+    generator_objective: the G and F loss, with `generator_loss`'s arguments
+      (`translations` and `source_features` included) and result (CUT's;
+      SRUNIT's adds its robustness term, losses_srunit.py).
   Returns:
     (new params, new optimizer states, every loss of both steps).
   """
-  fake_b, _ = translate(params["generator"], real_a, real_b, modules, loss_config)
+  # One forward of G serves both steps, as in the official code: the G and F
+  # gradient is the objective's own plus what flows back through the translations.
+  def forward(g_params):
+    translations, source_features = translate_and_encode(g_params, real_a, real_b, modules,
+                                                         loss_config)
+    return translations, jax.lax.stop_gradient(source_features)
+
+  translations, translations_vjp, source_features = jax.vjp(forward, params["generator"],
+                                                            has_aux=True)
   (_, d_aux), d_grads = jax.value_and_grad(discriminator_loss, has_aux=True)(
-      params["discriminator"], fake_b, real_b, modules)
+      params["discriminator"], translations[0], real_b, modules)
   d_updates, d_state = optimizer.update(d_grads, opt_states["d"], params["discriminator"])
   d_params = optax.apply_updates(params["discriminator"], d_updates)
   gf_params = {"generator": params["generator"], "patch_sampler": params["patch_sampler"]}
-  (_, g_aux), gf_grads = jax.value_and_grad(generator_objective, has_aux=True)(
-      gf_params, d_params, real_a, real_b, patch_ids, modules, loss_config)
+  objective = lambda gf_params, translations: generator_objective(
+      gf_params, d_params, real_a, real_b, patch_ids, modules, loss_config,
+      translations=translations, source_features=source_features)
+  (_, g_aux), (gf_grads, translation_grads) = jax.value_and_grad(
+      objective, argnums=(0, 1), has_aux=True)(gf_params, translations)
+  gf_grads = {**gf_grads, "generator": jax.tree.map(
+      jnp.add, gf_grads["generator"], translations_vjp(translation_grads)[0])}
   gf_updates, gf_state = optimizer.update(gf_grads, opt_states["gf"], gf_params)
   gf_params = optax.apply_updates(gf_params, gf_updates)
   return ({**gf_params, "discriminator": d_params}, {"gf": gf_state, "d": d_state},

@@ -160,11 +160,14 @@ def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array, choic
 
 def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_b: jax.Array,
                    patch_ids: losses_cut.PatchIds, modules: cut.CUTModules,
-                   loss_config: ml_collections.ConfigDict, *, robustness,
+                   loss_config: ml_collections.ConfigDict,
+                   translations: tuple[jax.Array, jax.Array | None] | None = None,
+                   source_features: list | None = None, *, robustness,
                    robustness_weight: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
   """The official SRUNIT G and F objective: `losses_cut.generator_loss` + weight * reg.
 
   Args:
+    translations, source_features: see `losses_cut.generator_loss`.
     robustness: (g_params, f_params, real_a) -> (reg loss, aux), e.g.
       `robustness_loss` with its layer and perturbation bound.
     robustness_weight: scalar, `--reg` where the loss is active, else 0.
@@ -173,7 +176,8 @@ def generator_loss(gf_params: Params, d_params: Params, real_a: jax.Array, real_
     losses["G"] stays the CUT loss the official code logs.
   """
   cut_loss, aux = losses_cut.generator_loss(gf_params, d_params, real_a, real_b, patch_ids,
-                                            modules, loss_config)
+                                            modules, loss_config, translations,
+                                            source_features)
   reg, aux["outputs"]["reg"] = robustness(gf_params["generator"], gf_params["patch_sampler"],
                                           real_a)
   aux["losses"]["reg"] = reg

@@ -117,3 +117,22 @@ def test_train_translate_and_evaluate_clis_run_cut(tmp_path):
        f"--target_labels={tmp_path / 'train' / 'real' / 'labels'}", f"--out={report}",
        "--fd_network=none", "--segmenter_steps=1", "--downstream_steps=0", "--worst_k=1")
   assert (report / "report.json").exists()
+
+
+def test_patch_ids_are_distinct_and_uniform_over_positions():
+  """As the official `np.random.permutation(h * w)[:num_patches]`: every position,
+  and every position as the first id, equally likely."""
+  features = [jax.ShapeDtypeStruct((1, 4, 4, 8), np.float32),
+              jax.ShapeDtypeStruct((1, 2, 1, 8), np.float32)]
+  draw = jax.jit(jax.vmap(lambda key: cut.sample_patch_ids(key, features, 5)))
+  small_map, tiny_map = draw(jax.random.split(jax.random.key(0), 4000))
+  assert small_map.shape == (4000, 5) and tiny_map.shape == (4000, 2)  # min(5, h * w)
+  for ids, positions in ((small_map, 16), (tiny_map, 2)):
+    ids = np.asarray(ids)
+    assert all(len(set(row)) == ids.shape[1] for row in ids)
+    assert ids.min() == 0 and ids.max() == positions - 1
+  counts = np.bincount(np.asarray(small_map).ravel(), minlength=16)
+  first = np.bincount(np.asarray(small_map)[:, 0], minlength=16)
+  # 4000 * 5 / 16 = 1250 per position (sd ~30), 250 as the first (sd ~15).
+  assert np.all(np.abs(counts - 1250) < 150), counts
+  assert np.all(np.abs(first - 250) < 75), first

@@ -1,12 +1,14 @@
 """The Flax modules: shapes, init schemes and fixed buffers (the fixture checks the maths)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from i2i_jax.configs import tiny
-from i2i_jax.models import generator, lsh, vgg, vsait
+from i2i_jax.models import generator, layers, lsh, vgg, vsait
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +126,29 @@ def test_bfloat16_compute_keeps_float32_parameters():
   images = jnp.zeros((1, 32, 32, 3))
   assert modules.generator.apply(variables["generator"], images).dtype == jnp.bfloat16
   assert modules.hypervectors(variables, images).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("channels", [(4, 6), (6, 4)])
+def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(channels):
+  """Same values and gradients as `lax.conv_general_dilated`; on CPU a conv that
+  widens its channels gets its kernel gradient as per-tap matmuls, others do not."""
+  in_channels, out_channels = channels
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rng.normal(size=(2, 9, 7, in_channels)))
+    w = jnp.asarray(rng.normal(size=(3, 3, in_channels, out_channels)))
+    probe = jnp.asarray(rng.normal(size=(2, 9, 6, out_channels)))
+    args = dict(window_strides=(1, 1), padding=((1, 1), (1, 0)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, w):
+      return jnp.sum(jnp.sin(conv(x, w, **args)) * probe)
+
+    fast = jax.jit(jax.value_and_grad(functools.partial(
+        loss, layers.conv_with_fast_cpu_kernel_grad), argnums=(0, 1)))
+    reference = jax.value_and_grad(functools.partial(loss, jax.lax.conv_general_dilated),
+                                   argnums=(0, 1))(x, w)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
+                 fast(x, w), reference)
+    compiled = fast.lower(x, w).compile().as_text()
+  assert ("dot(" in compiled) == (in_channels < out_channels)
