@@ -93,8 +93,8 @@ case $part in
       --work_dir="$work/train_e2e"
     run train_end_to_end_b1 200 python3 benchmarks/train_end_to_end.py --config=vsait \
       --batch_sizes=1 --steps=600 --warmup_steps=200 --log_every=50 --compute_dtype=bfloat16 \
-      --inputs=prepared --workers=0,4 --read_threads=4 --frames=64 --timeout=110 \
-      --work_dir="$work/train_e2e"
+      --inputs=prepared --workers=4 --device_prefetch=0,2 --read_threads=4 --frames=64 \
+      --timeout=110 --work_dir="$work/train_e2e"
     ;;
   translate_steady)
     # Paper generator, bfloat16, 300 toy_streets "real" frames per size rendered once into

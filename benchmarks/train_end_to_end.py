@@ -24,7 +24,7 @@ For each batch size:
                starts after compilation).
 
 Prints a Markdown table: config, batch, compute dtype, input, grain worker processes,
-read threads, step-only steps/s, end-to-end steps/s, their ratio, end-to-end images/s
+read threads, device prefetch (batches copied ahead in a thread), step-only steps/s, end-to-end steps/s, their ratio, end-to-end images/s
 (steps/s x batch) and the CLI's wall seconds (start-up, compilation, rendering of the
 probe images and the final save included). The frames, prepared data and each run's
 workdir and log stay in --work_dir when given.
@@ -33,6 +33,7 @@ workdir and log stay in --work_dir when given.
 import argparse
 import concurrent.futures
 import importlib
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -159,10 +160,10 @@ def table(args, work_dir: str):
 
   print(f"{args.config} config, {args.frames} toy_streets frames per domain at "
         f"{width}x{height} (PNG), data.preprocess={preprocess}\n")
-  print("| config | batch | compute dtype | input | grain workers | read threads | step only "
-        "steps/s | end to end steps/s | end to end / step only | end to end images/s | "
-        "CLI wall s |")
-  print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+  print("| config | batch | compute dtype | input | grain workers | read threads | device "
+        "prefetch | step only steps/s | end to end steps/s | end to end / step only | end to "
+        "end images/s | CLI wall s |")
+  print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   dtype = args.compute_dtype or config.compute_dtype
   read_threads = args.read_threads or config.data.read_threads
   steps = _per_batch(args.steps, args.batch_sizes, "steps")
@@ -171,7 +172,9 @@ def table(args, work_dir: str):
     step_only = time_step_only(args.config, batch_size, args.step_only_steps,
                                args.step_only_warmup, args.compute_dtype)
     for input_name, specs in inputs.items():
-      for workers in (int(w) for w in args.workers.split(",")):
+      for workers, prefetch in itertools.product(
+          (int(w) for w in args.workers.split(",")),
+          [int(p) for p in args.device_prefetch.split(",")]):
         never = total_steps + 1
         overrides = {
             "model.vgg_weights": "random", "compute_dtype": dtype,
@@ -180,9 +183,10 @@ def table(args, work_dir: str):
             "style_distance_images": 0, "data.batch_size": batch_size,
             "data.source": specs["sim"], "data.target": specs["real"],
             "data.worker_count": workers, "data.read_threads": read_threads,
+            "data.device_prefetch": prefetch,
             **{f"evals.{name}.every_steps": never for name in config.evals}}
         workdir = os.path.join(work_dir, "runs", f"{args.config}_b{batch_size}_"
-                               f"{input_name.split()[0].strip(',')}_w{workers}")
+                               f"{input_name.split()[0].strip(',')}_w{workers}_p{prefetch}")
         try:
           rate, wall = run_training(train_command(args.config, workdir, overrides), workdir,
                                     warmup_steps, args.timeout)
@@ -191,7 +195,7 @@ def table(args, work_dir: str):
           print(f"\n{error}\n", file=sys.stderr)
           cells = "failed | | |"
         print(f"| {args.config} | {batch_size} | {dtype} | {input_name} | {workers} | "
-              f"{read_threads} | {step_only:.3g} | {cells} |", flush=True)
+              f"{read_threads} | {prefetch} | {step_only:.3g} | {cells} |", flush=True)
 
 
 def main():
@@ -210,6 +214,8 @@ def main():
                       help="folder (on the fly) and/or prepared (python -m i2i_jax.prepare)")
   parser.add_argument("--workers", default="0",
                       help="comma-separated config.data.worker_count values (a row each)")
+  parser.add_argument("--device_prefetch", default="2",
+                      help="comma-separated config.data.device_prefetch values (a row each)")
   parser.add_argument("--read_threads", type=int, default=0,
                       help="config.data.read_threads (0: the config's)")
   parser.add_argument("--compute_dtype", default=None, help="default: the config's")
