@@ -309,7 +309,12 @@ def pattern_correction(fixture, ours32_and_pattern):
   return float32_pattern_correction(fixture, ours32_and_pattern[1])
 
 
-def _failures(ours, fixture, keys, tolerance, correction=None) -> list[str]:
+def comparison_failures(ours, fixture, keys, tolerance, correction=None) -> list[str]:
+  """One line per key of `keys` where `ours` is further from the fixture than its tolerance.
+
+  correction: {key: array} added to the reference first (our float32 run's
+  activation pattern, rule 2), or None.
+  """
   failures = []
   for key in keys:
     ref = fixture.data[key]
@@ -322,41 +327,19 @@ def _failures(ours, fixture, keys, tolerance, correction=None) -> list[str]:
   return failures
 
 
-def test_every_result_key_is_computed(fixture, ours64):
-  assert set(result_keys(fixture)) == set(ours64)
+def optimizer_step_failures(fixture, ours32, correction) -> tuple[list[str], int]:
+  """Rule 3's check of our float32 parameters after the step: (failures, elements checked).
 
-
-def test_float64_matches_reference(fixture, ours64):
-  """Rule 1: outputs, losses, gradients and parameters after the official step, ~1e-10 relative."""
-  failures = _failures(ours64, fixture, result_keys(fixture), float64_tolerance)
-  assert not failures, "\n".join(failures)
-
-
-def test_float32_matches_reference(fixture, ours32, pattern_correction):
-  """Rule 2: float32 outputs, losses and gradients within 10x the reference's own float32 noise.
-
-  Gradients on our float32 run's activation pattern (rule 2 of the module docstring).
-  """
-  correction, flipped = pattern_correction
-  keys = [k for k in result_keys(fixture) if not k.startswith("params_after_step/")]
-  failures = _failures(ours32, fixture, keys, float32_tolerance, correction)
-  assert not failures, "\n".join(
-      [f"{flipped} activations on the other side of their kink than in float64", *failures])
-
-
-def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours32,
-                                                                   pattern_correction):
-  """Rule 3: at t = 1 Adam moves by `lr * g / (|g| + eps)`; checked where |g| is above float32 noise.
-
-  In float32, beta2 = 0.999 rounds so that `1 - beta2` in the bias correction is
-  1.3e-5 (relative) off the `1 - beta2` of the second moment: every float32
-  step (PyTorch's as ours) is ~6e-6 relative off the float64 one. A gradient
-  element that our float32 activation pattern shifts (rule 2) is allowed that shift.
+  At t = 1 Adam moves by `lr * g / (|g| + eps)`; checked where |g| is above
+  float32 noise. In float32, beta2 = 0.999 rounds so that `1 - beta2` in the
+  bias correction is 1.3e-5 (relative) off the `1 - beta2` of the second
+  moment: every float32 step (PyTorch's as ours) is ~6e-6 relative off the
+  float64 one. A gradient element that our float32 activation pattern shifts
+  (rule 2, `correction`) is allowed that shift.
   """
   lr, eps, beta2 = fixture.cfg["lr"], fixture.cfg["adam_eps"], fixture.cfg["beta2"]
   beta2_rounding = abs((1 - float(np.float32(beta2))) / (1 - beta2) - 1)
-  correction, _ = pattern_correction
-  failures = []
+  failures, checked = [], 0
   for key in result_keys(fixture):
     if not key.startswith("params_after_step/"):
       continue
@@ -367,10 +350,40 @@ def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours3
     tol = (lr * grad_tol / (np.abs(grad) + eps) + lr * beta2_rounding
            + 1e-6 * float(np.max(np.abs(fixture.data[key]))))
     err = np.abs(ours32[key].astype(np.float64) - fixture.data[key])
+    checked += int(mask.sum())
     bad = mask & (err > tol)
     if bad.any():
       failures.append(f"{key}: {bad.sum()} of {mask.sum()} checked elements off, "
                       f"max error {err[bad].max():.3g}")
+  return failures, checked
+
+
+def test_every_result_key_is_computed(fixture, ours64):
+  assert set(result_keys(fixture)) == set(ours64)
+
+
+def test_float64_matches_reference(fixture, ours64):
+  """Rule 1: outputs, losses, gradients and parameters after the official step, ~1e-10 relative."""
+  failures = comparison_failures(ours64, fixture, result_keys(fixture), float64_tolerance)
+  assert not failures, "\n".join(failures)
+
+
+def test_float32_matches_reference(fixture, ours32, pattern_correction):
+  """Rule 2: float32 outputs, losses and gradients within 10x the reference's own float32 noise.
+
+  Gradients on our float32 run's activation pattern (rule 2 of the module docstring).
+  """
+  correction, flipped = pattern_correction
+  keys = [k for k in result_keys(fixture) if not k.startswith("params_after_step/")]
+  failures = comparison_failures(ours32, fixture, keys, float32_tolerance, correction)
+  assert not failures, "\n".join(
+      [f"{flipped} activations on the other side of their kink than in float64", *failures])
+
+
+def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours32,
+                                                                   pattern_correction):
+  """Rule 3 (`optimizer_step_failures`)."""
+  failures, _ = optimizer_step_failures(fixture, ours32, pattern_correction[0])
   assert not failures, "\n".join(failures)
 
 

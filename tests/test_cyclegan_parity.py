@@ -209,26 +209,6 @@ def float32_pattern_correction(fixture: Fixture, ours64: dict[str, np.ndarray], 
   return {k: on32[k] - ours64[k] for k in on32}, flipped
 
 
-def result_keys(fixture: Fixture) -> list[str]:
-  return [k for k in fixture.data
-          if k.split("/")[0] in ("outputs", "losses", "grads", "params_after_step")]
-
-
-def float64_tolerance(fixture: Fixture, key: str) -> float:
-  group, name = key.split("/", 1)
-  if name in fixture.cfg["zero_gradient_params"]:
-    if group == "grads":
-      return 1e-9
-    if group == "params_after_step":
-      return fixture.cfg["lr"] * 1e-9 / fixture.cfg["adam_eps"]
-  return 1e-10 * float(np.max(np.abs(fixture.data[key]))) + 1e-12
-
-
-def float32_tolerance(fixture: Fixture, key: str) -> float:
-  return (10 * float(fixture.data[f"f32_error/{key}"])
-          + 1e-6 * float(np.max(np.abs(fixture.data[key]))))
-
-
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
 def fixture(request):
   return Fixture(request.param)
@@ -256,74 +236,41 @@ def pattern_correction(fixture, ours64_and_pattern, ours32_and_pattern):
   return float32_pattern_correction(fixture, *ours64_and_pattern, ours32_and_pattern[1])
 
 
-def _failures(ours, fixture, keys, tolerance, correction=None) -> list[str]:
-  failures = []
-  for key in keys:
-    ref = fixture.data[key]
-    assert ours[key].shape == ref.shape, (key, ours[key].shape, ref.shape)
-    if correction and key in correction:
-      ref = ref + correction[key]
-    err = float(np.max(np.abs(ours[key].astype(np.float64) - ref)))
-    if not err <= tolerance(fixture, key):
-      failures.append(f"{key}: max error {err:.3g} > tolerance {tolerance(fixture, key):.3g}")
-  return failures
-
-
 def test_every_result_key_is_computed(fixture, ours64):
-  assert set(result_keys(fixture)) == set(ours64)
+  assert set(cut_parity.result_keys(fixture)) == set(ours64)
 
 
 def test_float64_matches_reference(fixture, ours64):
   """Rule 1: outputs, losses, gradients and parameters after the official step, ~1e-10 relative."""
-  failures = _failures(ours64, fixture, result_keys(fixture), float64_tolerance)
+  failures = cut_parity.comparison_failures(ours64, fixture, cut_parity.result_keys(fixture),
+                                            cut_parity.float64_tolerance)
   assert not failures, "\n".join(failures)
 
 
 def test_float32_matches_reference(fixture, ours32_and_pattern, pattern_correction):
   """Rule 2: float32 outputs, losses and gradients within 10x the reference's own float32 noise."""
   correction, flipped = pattern_correction
-  keys = [k for k in result_keys(fixture) if not k.startswith("params_after_step/")]
-  failures = _failures(ours32_and_pattern[0], fixture, keys, float32_tolerance, correction)
+  keys = [k for k in cut_parity.result_keys(fixture) if not k.startswith("params_after_step/")]
+  failures = cut_parity.comparison_failures(ours32_and_pattern[0], fixture, keys,
+                                            cut_parity.float32_tolerance, correction)
   assert not failures, "\n".join(
       [f"{flipped} activations on the other side of their kink than in float64", *failures])
 
 
 def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours32_and_pattern,
                                                                    pattern_correction):
-  """Rule 3: at t = 1 Adam moves by `lr * g / (|g| + eps)`, checked where |g| is above noise.
-
-  float32's rounding of beta2 = 0.999 moves every float32 step by ~6e-6 of
-  itself (tests/test_cut_parity.py); a gradient element that our float32
-  activation pattern shifts (rule 2) is allowed that shift.
-  """
-  lr, eps, beta2 = fixture.cfg["lr"], fixture.cfg["adam_eps"], fixture.cfg["beta2"]
-  beta2_rounding = abs((1 - float(np.float32(beta2))) / (1 - beta2) - 1)
-  correction, _ = pattern_correction
-  ours32 = ours32_and_pattern[0]
-  failures, checked = [], 0
-  for key in result_keys(fixture):
-    if not key.startswith("params_after_step/"):
-      continue
-    grad_key = "grads/" + key.split("/", 1)[1]
-    grad = fixture.data[grad_key]
-    grad_tol = float32_tolerance(fixture, grad_key) + np.abs(correction[grad_key])
-    mask = np.abs(grad) > 100 * float(fixture.data[f"f32_error/{grad_key}"])
-    tol = (lr * grad_tol / (np.abs(grad) + eps) + lr * beta2_rounding
-           + 1e-6 * float(np.max(np.abs(fixture.data[key]))))
-    err = np.abs(ours32[key].astype(np.float64) - fixture.data[key])
-    checked += int(mask.sum())
-    bad = mask & (err > tol)
-    if bad.any():
-      failures.append(f"{key}: {bad.sum()} of {mask.sum()} checked elements off, "
-                      f"max error {err[bad].max():.3g}")
+  """Rule 3 (test_cut_parity.optimizer_step_failures), on nearly every updated parameter."""
+  failures, checked = cut_parity.optimizer_step_failures(fixture, ours32_and_pattern[0],
+                                                         pattern_correction[0])
   assert not failures, "\n".join(failures)
-  assert checked > 0.9 * sum(fixture.data[k].size for k in result_keys(fixture)
+  assert checked > 0.9 * sum(fixture.data[k].size for k in cut_parity.result_keys(fixture)
                              if k.startswith("params_after_step/"))
 
 
 def test_adam_from_stored_gradients(fixture):
   """Our Adam (with the junyanz schedule) on the stored float64 gradients makes the stored step."""
-  names = [k.split("/", 1)[1] for k in result_keys(fixture) if k.startswith("params_after_step/")]
+  names = [k.split("/", 1)[1] for k in cut_parity.result_keys(fixture)
+           if k.startswith("params_after_step/")]
   optimizer = fixture.optimizer()
 
   @jax.jit

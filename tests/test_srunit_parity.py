@@ -186,24 +186,24 @@ def test_every_result_key_is_computed(fixture, ours64):
 
 def test_float64_matches_reference(fixture, ours64):
   """Outputs, every loss (reg included), gradients and the updated parameters, ~1e-10 relative."""
-  failures = cut_parity._failures(ours64, fixture, cut_parity.result_keys(fixture),  # pylint: disable=protected-access
-                                  cut_parity.float64_tolerance)
+  failures = cut_parity.comparison_failures(ours64, fixture, cut_parity.result_keys(fixture),
+                                            cut_parity.float64_tolerance)
   assert not failures, "\n".join(failures)
 
 
 def test_float32_matches_reference(fixture, ours32, pattern_correction):
   correction, flipped = pattern_correction
   keys = [k for k in cut_parity.result_keys(fixture) if not k.startswith("params_after_step/")]
-  failures = cut_parity._failures(ours32, fixture, keys, cut_parity.float32_tolerance,  # pylint: disable=protected-access
-                                  correction)
+  failures = cut_parity.comparison_failures(ours32, fixture, keys, cut_parity.float32_tolerance,
+                                            correction)
   assert not failures, "\n".join(
       [f"{flipped} activations on the other side of their kink than in float64", *failures])
 
 
 def test_float32_optimizer_step_matches_where_the_sign_is_defined(fixture, ours32,
                                                                    pattern_correction):
-  cut_parity.test_float32_optimizer_step_matches_where_the_sign_is_defined(
-      fixture, ours32, pattern_correction)
+  failures, _ = cut_parity.optimizer_step_failures(fixture, ours32, pattern_correction[0])
+  assert not failures, "\n".join(failures)
 
 
 def test_robustness_term_reaches_the_generator_and_netf_gradients(fixture):
