@@ -24,6 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.reg = 0.001  # --reg: weight of the robustness loss (0: CUT)
   config.loss.reg_type = "v2"  # --reg_type: v2 G and F get its gradient, v1 G only
   config.loss.reg_noise = 0.001  # --reg_noise: norm of the feature perturbation
+  # "official": the official code's loss; "paper": the paper's ratio (each
+  # position perturbed by its drawn magnitude, compared with the clean
+  # feature's round trip through the generator; docs/srunit.md). Not official.
+  config.loss.reg_variant = "official"
   # --reg_layers: indices into config.model.nce_layers; one is drawn per step.
   config.loss.reg_layers = (0, 1, 2, 3, 4)
   # --inact_epochs: the loss is off while epoch_count + epoch <= inact_epochs.

@@ -11,7 +11,19 @@ to l; the official loss is
 over the PatchNCE positions p (F_l: netF's MLP of layer l), where m_p is a
 magnitude drawn uniformly in [1e-7, reg_noise] per position: the official code
 draws it but perturbs by `reg_noise` itself, and divides by the whole NCE layer
-count although one layer is used. Both are kept. The G and F objective is
+count although one layer is used. Both are kept. The official key is the clean
+feature itself, so the numerator is mostly the gap between the feature of x and
+that of G(x) (the round trip), not the perturbation's effect, and the divisor
+(down to 1e-7) weighs a few positions up to 1e4x the others: on the toy worlds
+the term drives G's NCE loss up once it is active (docs/srunit.md).
+`loss.reg_variant = "paper"` (default "official") computes the paper's ratio
+instead: the perturbation at p has norm m_p and the key is the clean feature's
+round trip,
+
+  reg = mean_p( ||F_l(E_l(T_l(f + m_p u_p)))_p - F_l(E_l(T_l(f)))_p|| / m_p ) / len(nce_layers)
+
+(T_l: the generator after l; E_l: its layers up to l; u_p: the unit noise). The
+G and F objective is
 `G + reg * reg_loss` (`--reg_type v2`, the default) or, with `v1`, the same for G
 while F gets no gradient of the robustness term.
 
@@ -101,12 +113,16 @@ def robustness_feature_shape(modules: cut.CUTModules, image_shape: tuple[int, ..
 
 
 def draw_perturbation(rng: jax.Array, feature_shape: tuple[int, ...], num_patches: int,
-                      reg_noise: float) -> dict[str, jax.Array]:
+                      reg_noise: float, variant: str = "official") -> dict[str, jax.Array]:
   """The official draws of one step for a feature [B, h, w, c], in float32 as there.
 
+  Args:
+    variant: `loss.reg_variant`; "paper" scales each position's offset by its
+      magnitude instead of `reg_noise`.
   Returns:
     {"offset": [B, h, w, c] a standard normal (official `torch.randn`) divided by
-     its norm over c (+ 1e-12), times `reg_noise`: added to the feature;
+     its norm over c (+ 1e-12), times `reg_noise` ("paper": times "magnitude"):
+     added to the feature;
      "magnitude": [B, h, w, 1] 1e-7 + (reg_noise - 1e-7) * uniform [0, 1)
      (official `torch.rand`): the loss's divisor;
      "patch_ids": [min(num_patches, h * w)] distinct positions}.
@@ -116,8 +132,9 @@ def draw_perturbation(rng: jax.Array, feature_shape: tuple[int, ...], num_patche
   noise = jax.random.normal(noise_rng, feature_shape, jnp.float32)
   unit_noise = noise / (jnp.sqrt(jnp.sum(jnp.square(noise), axis=-1, keepdims=True)) + 1e-12)
   uniform = jax.random.uniform(magnitude_rng, (batch, height, width, 1), jnp.float32)
-  return {"offset": unit_noise * reg_noise,
-          "magnitude": 1e-7 + (reg_noise - 1e-7) * uniform,
+  magnitude = 1e-7 + (reg_noise - 1e-7) * uniform
+  return {"offset": unit_noise * (magnitude if variant == "paper" else reg_noise),
+          "magnitude": magnitude,
           "patch_ids": jax.random.permutation(ids_rng, height * width)[
               :min(num_patches, height * width)]}
 
@@ -125,7 +142,7 @@ def draw_perturbation(rng: jax.Array, feature_shape: tuple[int, ...], num_patche
 def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array, choice: int,
                     perturbation: dict[str, jax.Array], modules: cut.CUTModules,
                     loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, Any]]:
-  """The official `compute_reg_loss` on NCE layer `choice` (see the module docstring).
+  """The official `compute_reg_loss` on NCE layer `choice`, or the paper's (module docstring).
 
   Args:
     g_params, f_params: generator and patch-sampler parameters (with `v1`, F
@@ -141,15 +158,21 @@ def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array, choic
   encode = functools.partial(modules.generator.apply, {"params": g_params},
                              feature_layers=[layer], encode_only=True)
   feature, = encode(real_a)
-  translated = generator_tail(modules).apply(
-      {"params": g_params}, feature + perturbation["offset"].astype(feature.dtype), layer)
-  perturbed, = encode(translated)
+  perturbed_feature = feature + perturbation["offset"].astype(feature.dtype)
+  if loss_config.reg_variant == "paper":  # both round trips in one pass
+    round_trips, = encode(generator_tail(modules).apply(
+        {"params": g_params}, jnp.concatenate([feature, perturbed_feature]), layer))
+    key, perturbed = jnp.split(round_trips, 2)
+  else:
+    key = feature
+    perturbed, = encode(generator_tail(modules).apply({"params": g_params}, perturbed_feature,
+                                                      layer))
   if loss_config.reg_type == "v1":
     f_params = jax.lax.stop_gradient(f_params)
   ids = [perturbation["patch_ids"]]
   sample = functools.partial(modules.patch_sampler.apply, {"params": f_params},
                              patch_ids=ids, mlp_indices=[choice])
-  feat_k, = sample([feature])
+  feat_k, = sample([key])
   feat_q, = sample([perturbed])
   distance = jnp.sqrt(jnp.sum(jnp.square(feat_q - feat_k), axis=-1) + 1e-12)
   batch, height, width, _ = feature.shape

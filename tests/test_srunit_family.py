@@ -9,6 +9,8 @@ translate with the trained generator.
 """
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -101,6 +103,10 @@ def test_srunit_is_registered_and_refuses_settings_it_cannot_run():
   config.loss.reg_type = "v3"
   with pytest.raises(ValueError, match=r"^config\.loss\.reg_type='v3'"):
     srunit_family.make_step_functions(config)
+  config = srunit_tiny.get_config()
+  config.loss.reg_variant = "papers"
+  with pytest.raises(ValueError, match=r"^config\.loss\.reg_variant='papers'"):
+    srunit_family.make_step_functions(config)
 
 
 @pytest.mark.parametrize("reg_type", [pytest.param("v1", marks=pytest.mark.slow), "v2"])
@@ -120,3 +126,47 @@ def test_netf_gets_the_robustness_gradient_with_v2_only(reg_type):
           params["generator"], params["patch_sampler"])
   assert any(np.any(g != 0) for g in jax.tree.leaves(g_grads))
   assert any(np.any(f != 0) for f in jax.tree.leaves(f_grads)) == (reg_type == "v2")
+
+
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_perturbation_norm_is_reg_noise_officially_and_the_drawn_magnitude_in_the_paper(variant):
+  """`loss.reg_variant="paper"`: each position's offset has its loss divisor as norm."""
+  reg_noise = 0.001
+  perturbation = losses_srunit.draw_perturbation(jax.random.key(0), (2, 8, 8, 16), 16, reg_noise,
+                                                 variant)
+  norms = np.linalg.norm(np.asarray(perturbation["offset"]), axis=-1)
+  magnitude = np.asarray(perturbation["magnitude"])[..., 0]
+  assert np.all((magnitude >= 1e-7) & (magnitude <= reg_noise)) and np.std(magnitude) > 1e-4
+  np.testing.assert_allclose(norms, magnitude if variant == "paper" else reg_noise, rtol=1e-5)
+
+
+def test_paper_robustness_loss_measures_the_perturbation_not_the_round_trip():
+  """Officially the numerator is ~the gap between f and its round trip T(f); the paper's is not.
+
+  Same draws, float64: without the perturbation the paper's numerator is 0
+  (two identical round trips: the loss is its 1e-6 distance floor), the
+  official one hardly changes, and it is far larger than the paper's.
+  """
+  config = srunit_tiny.get_config()
+  real_a = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3))
+  losses = {}
+  with jax.enable_x64(True):
+    modules = losses_srunit.build_modules(config.model, jnp.float64)
+    params = cut.init_params(modules, jax.random.key(0), (32, 32, 3))
+    shape = losses_srunit.robustness_feature_shape(modules, real_a.shape, 1)
+    for variant in ("official", "paper"):
+      config.loss.reg_variant = variant
+      perturbation = losses_srunit.draw_perturbation(jax.random.key(1), shape, 16,
+                                                     config.loss.reg_noise, variant)
+      for scale in (1.0, 0.0):
+        scaled = {**perturbation, "offset": perturbation["offset"] * scale}
+        losses[variant, scale] = float(losses_srunit.robustness_loss(
+            params["generator"], params["patch_sampler"], real_a, 1, scaled, modules,
+            ml_collections.FrozenConfigDict(config.loss))[0])
+  magnitude = np.asarray(perturbation["magnitude"]).reshape(-1)[np.asarray(
+      perturbation["patch_ids"])].astype(np.float64)
+  floor = np.mean(1e-6 / magnitude) / len(config.model.nce_layers)
+  np.testing.assert_allclose(losses["paper", 0.0], floor, rtol=1e-6)
+  assert losses["paper", 1.0] > 1.5 * floor
+  assert abs(losses["official", 0.0] / losses["official", 1.0] - 1) < 0.1
+  assert losses["official", 1.0] > 10 * losses["paper", 1.0]

@@ -57,6 +57,8 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
   loss, model = config.loss, config.model
   if loss.reg_type not in ("v1", "v2"):
     raise ValueError(f"config.loss.reg_type={loss.reg_type!r}: 'v1' or 'v2'")
+  if loss.reg_variant not in ("official", "paper"):
+    raise ValueError(f"config.loss.reg_variant={loss.reg_variant!r}: 'official' or 'paper'")
   if loss.reg > 0 and not loss.reg_noise > 0:
     raise ValueError(f"config.loss.reg_noise={loss.reg_noise}: must be > 0 with loss.reg > 0")
   if loss.reg > 0 and not loss.lambda_NCE > 0:
@@ -94,7 +96,7 @@ def _draw_robustness(rng: jax.Array, fns: StepFunctions, image_shape: tuple[int,
   def loss_at(choice, g_params, f_params, real_a):
     perturbation = losses_srunit.draw_perturbation(
         draw_rng, losses_srunit.robustness_feature_shape(fns.modules, image_shape, choice),
-        fns.num_patches, fns.loss_config.reg_noise)
+        fns.num_patches, fns.loss_config.reg_noise, fns.loss_config.reg_variant)
     loss, _ = losses_srunit.robustness_loss(g_params, f_params, real_a, choice, perturbation,
                                             fns.modules, fns.loss_config)
     return loss
