@@ -12,9 +12,10 @@
       issue 14's ablation: the label-guided options (docs/label_guided.md) with
       the same budget and seeds.
   python benchmarks/toy_world_table.py --root=/tmp/toy_table --worlds=mismatch \
-      --methods=vanilla,cut,cyclegan,srunit,identity,ideal --seeds=0,1,2
+      --methods=vanilla,cut,cyclegan,srunit,srunit_paper,identity,ideal --seeds=0,1,2
       issue 16's comparison: CUT, CycleGAN and SRUNIT (configs/toy_flipping.py:WORLD,FAMILY:
-      the official losses and optimisers at the demo's width, budget and data).
+      the official losses and optimisers at the demo's width, budget and data;
+      srunit_paper: SRUNIT with the paper's robustness loss, docs/srunit.md).
 
 Worlds (the target domain; docs/toy_world.md): `mismatch` real_mismatch
 (Cityscapes-like differences from sim), `overgrown` real_overgrown (the same
@@ -92,6 +93,9 @@ METHODS = {
     "cut": ("configs/toy_flipping.py:{world},cut", []),
     "cyclegan": ("configs/toy_flipping.py:{world},cyclegan", []),
     "srunit": ("configs/toy_flipping.py:{world},srunit", []),
+    # SRUNIT with the paper's robustness loss, G trained from the start (docs/srunit.md).
+    "srunit_paper": ("configs/toy_flipping.py:{world},srunit", [
+        "--config.loss.reg_variant=paper", "--config.loss.freeze_generator_while_inactive=False"]),
     "identity": None,
     "ideal": None,
 }
@@ -362,7 +366,8 @@ def main():
   segmenter = train_segmenter(root, "segmenter", ["real_detail", "real_mismatch"],
                               args.segmenter_steps)
   source_segmenter = ""
-  if any(METHODS[method] and METHODS[method][1] for method in methods):
+  if any(METHODS[method] and any("{source_segmenter}" in override
+                                  for override in METHODS[method][1]) for method in methods):
     source_segmenter = train_segmenter(root, "source_segmenter", ["sim_detail"],
                                        args.segmenter_steps)
   val = os.path.join(root, "data", "val")
