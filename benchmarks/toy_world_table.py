@@ -75,19 +75,22 @@ DOWNSTREAM_SIZE = "64x128"
 # The label-guided options (docs/label_guided.md) read the source labels and a frozen
 # segmenter trained on the *source* images ({source_segmenter}), never the metrics' one.
 _LABELS = ["--config.data.with_labels=True", "--config.model.semantic_segmenter={source_segmenter}"]
+# The toy targets come with labels, so the class-conditioned discriminators read the target's
+# own label maps (as a user with labelled real data would), not the source segmenter's guesses.
+_TARGET_LABELS = ["--config.data.with_target_labels=True"]
 # method -> config file (":{world}" is filled in) and --config overrides; None: not trained.
 METHODS = {
     "vanilla": ("configs/toy_flipping.py:{world}", []),
     "semantic": ("configs/toy_flipping.py:{world}", _LABELS + ["--config.loss.semantic_coef=1.0"]),
     "label_bound": ("configs/toy_flipping.py:{world}",
-                    _LABELS + ["--config.model.label_bound_discriminator=True"]),
+                    _LABELS + _TARGET_LABELS + ["--config.model.label_bound_discriminator=True"]),
     "projection": ("configs/toy_flipping.py:{world}",
-                   _LABELS + ["--config.model.class_conditional_discriminator=True"]),
+                   _LABELS + _TARGET_LABELS + ["--config.model.class_conditional_discriminator=True"]),
     "spade": ("configs/toy_flipping.py:{world}",
               _LABELS + ["--config.model.label_conditioned_generator=True"]),
-    "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
+    "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + _TARGET_LABELS + [
         "--config.loss.semantic_coef=1.0", "--config.model.label_bound_discriminator=True"]),
-    "spade+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + [
+    "spade+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + _TARGET_LABELS + [
         "--config.model.label_conditioned_generator=True",
         "--config.model.label_bound_discriminator=True"]),
     "cut": ("configs/toy_flipping.py:{world},cut", []),
