@@ -84,8 +84,8 @@ METHODS = {
     "semantic": ("configs/toy_flipping.py:{world}", _LABELS + ["--config.loss.semantic_coef=1.0"]),
     "label_bound": ("configs/toy_flipping.py:{world}",
                     _LABELS + _TARGET_LABELS + ["--config.model.label_bound_discriminator=True"]),
-    "projection": ("configs/toy_flipping.py:{world}",
-                   _LABELS + _TARGET_LABELS + ["--config.model.class_conditional_discriminator=True"]),
+    "projection": ("configs/toy_flipping.py:{world}", _LABELS + _TARGET_LABELS + [
+        "--config.model.class_conditional_discriminator=True"]),
     "spade": ("configs/toy_flipping.py:{world}",
               _LABELS + ["--config.model.label_conditioned_generator=True"]),
     "semantic+label_bound": ("configs/toy_flipping.py:{world}", _LABELS + _TARGET_LABELS + [
