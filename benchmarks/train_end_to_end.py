@@ -83,7 +83,7 @@ def time_step_only(config: str, batch_size: int, steps: int, warmup: int,
   with concurrent.futures.ProcessPoolExecutor(
       1, mp_context=multiprocessing.get_context("spawn")) as pool:
     return pool.submit(train_step.benchmark, config, steps, warmup, compute_dtype,
-                       batch_size).result()["steps_per_s"]
+                       batch_size, count_flops=False).result()["steps_per_s"]
 
 
 def prepare(folder: str, out: str, preprocess: str, log: str):

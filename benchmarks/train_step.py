@@ -72,9 +72,14 @@ def _flops(fn, *args) -> float:
   return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
 
 
-def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
-              batch_size: int | None = None) -> dict:
-  """Times `steps` jitted train steps of config `name`; returns one table row."""
+def compiled_step(name: str, compute_dtype: str | None, batch_size: int | None = None):
+  """The jitted train step of config `name`, compiled, with its state and a random batch.
+
+  Returns (step_fn, state, batch, row): step_fn(state, batch) -> (state, metrics) donates
+  the state; the batch holds uniform [-1, 1) float32 images on all local devices (batch
+  split over them); row has the table's config, batch, crop, devices, dtype and
+  compile_s (compiling call and the first step).
+  """
   config = _load(name, compute_dtype)
   fns = vsait_family.make_step_functions(config)
   mesh = sharding.make_mesh(jax.local_devices())
@@ -95,19 +100,39 @@ def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
   compiled = step.lower(state, batch).compile()
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
+  row = {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
+         "devices": mesh.size, "dtype": config.compute_dtype,
+         "compile_s": time.perf_counter() - start,
+         "step_fn": functools.partial(vsait_family.train_step, fns=fns)}
+  return compiled, state, batch, row
+
+
+def time_steps(step_fn, state, batch, steps: int, warmup: int):
+  """(steps/s over `steps` calls after `warmup` untimed ones, final state)."""
   for _ in range(warmup):
-    state, metrics = compiled(state, batch)
+    state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = compiled(state, batch)
+    state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
-  steps_per_s = steps / (time.perf_counter() - start)
-  return {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
-          "devices": mesh.size, "dtype": config.compute_dtype, "compile_s": compile_s,
-          "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch_size,
-          "gflops": _flops(functools.partial(vsait_family.train_step, fns=fns), state, batch) / 1e9}
+  return steps / (time.perf_counter() - start), state
+
+
+def benchmark(name: str, steps: int, warmup: int, compute_dtype: str | None,
+              batch_size: int | None = None, count_flops: bool = True) -> dict:
+  """Times `steps` jitted train steps of config `name`; returns one table row.
+
+  count_flops: add "gflops", XLA's count for the CPU program (a CPU compile: ~16 s
+  for the paper config).
+  """
+  compiled, state, batch, row = compiled_step(name, compute_dtype, batch_size)
+  steps_per_s, state = time_steps(compiled, state, batch, steps, warmup)
+  step_fn = row.pop("step_fn")
+  row |= {"steps_per_s": steps_per_s, "images_per_s": steps_per_s * row["batch"]}
+  if count_flops:
+    row["gflops"] = _flops(step_fn, state, batch) / 1e9
+  return row
 
 
 def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:

@@ -364,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     with _StopRequests() as stop_requests:
       for step in range(start_step + 1, config.total_steps + 1):
         if profiled and step == profiled.start:
-          jax.profiler.start_trace(str(workdir / "profile"))
+          jax.profiler.start_trace(str(workdir / "profile"), create_perfetto_trace=True)
           tracing = True
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = next(batches)

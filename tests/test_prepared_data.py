@@ -241,3 +241,5 @@ def test_training_reads_prepared_sources_and_traces_the_steps_it_is_told_to(data
   assert int(state.step) == 2
   traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
   assert len(traces) == 1 and traces[0].stat().st_size > 0
+  # ... and a Perfetto trace beside it (benchmarks/step_profile.py --summarise reads it).
+  assert len(list((tmp_path / "run" / "profile").rglob("perfetto_trace.json.gz"))) == 1
