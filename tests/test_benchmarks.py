@@ -75,3 +75,49 @@ def test_steady_steps_per_second_reads_the_windows_after_warmup(benchmarks):
   assert train_end_to_end.steady_steps_per_second(records, 6) == (pytest.approx(7 / 2.25), 7)
   with pytest.raises(ValueError, match="no steps_per_sec record after step 17"):
     train_end_to_end.steady_steps_per_second(records, 17)
+
+
+def test_step_profile_sums_device_time_by_kind_over_the_devices_streams_only():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(BENCHMARKS)
+    step_profile = importlib.import_module("step_profile")
+  meta = lambda pid, tid, kind, name: {"ph": "M", "pid": pid, "tid": tid, "name": kind,
+                                       "args": {"name": name}}
+  kernel = lambda ts, dur, name, tid=7: {"ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur,
+                                         "name": name, "args": {"hlo_op": "command_buffer_3"}}
+  events = [
+      meta(1, None, "process_name", "/device:GPU:0"), meta(1, 7, "thread_name", "Stream #14"),
+      meta(1, 8, "thread_name", "Stream #15(MemcpyH2D)"), meta(2, None, "process_name", "/host:CPU"),
+      # Two steps; the stream's kernels overlap the copy on the other stream.
+      kernel(0, 40, "sm90_xmma_fprop_implicit_gemm_bf16"), kernel(40, 20, "loop_convert_fusion"),
+      kernel(50, 30, "MemcpyH2D", tid=8), kernel(100, 40, "sm90_xmma_fprop_implicit_gemm_bf16"),
+      kernel(140, 30, "input_concatenate_fusion_85"), kernel(190, 10, "nvjet_sm90_tss_256x128"),
+      {"ph": "X", "pid": 2, "tid": 3, "ts": 0, "dur": 500, "name": "PjitFunction(step)"}]
+  on_device = step_profile.device_events(events, "/device:")
+  assert len(on_device) == 6  # the host's dispatch is not device time
+  # Busy: [0, 80) and [100, 170) and [190, 200) of a 200 us span.
+  assert step_profile.busy_seconds(on_device) == (pytest.approx(160e-6), pytest.approx(200e-6))
+  assert step_profile.kind_of("loop_convert_fusion") == "other fusion"  # "convert" is no conv
+  assert step_profile.kind_of("cudnn-conv-bw-filter.47") == "convolution, weight gradient"
+  summary = step_profile.summarise(on_device, steps=2, top=3)
+  assert "device busy 0.08 ms/step of 0.10 ms/step traced wall (80 % busy)" in summary
+  assert "| convolution, forward | 0.040 | 47.1% |" in summary  # 80 of 170 us of kernels
+  assert "| concatenate fusion | 0.015 | 17.6% |" in summary
+  assert "| matrix product | 0.005 | 5.9% |" in summary
+
+
+@pytest.mark.parametrize("shape,pad", [((2, 5, 7, 3), 1), ((1, 9, 8, 2), 3)])
+def test_reflect_pad_candidates_equal_jnp_pad_and_its_gradient(shape, pad):
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(BENCHMARKS)
+    reflect_pad = importlib.import_module("reflect_pad")
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (shape[0], shape[1] + 2 * pad, shape[2] + 2 * pad,
+                                            shape[3]))
+  grad = lambda fn: jax.grad(lambda x: jax.numpy.sum(fn(x, pad) * w))(x)
+  expected = reflect_pad.by_concatenate(x, pad)
+  assert expected.shape == w.shape
+  for name, fn in reflect_pad.CANDIDATES.items():
+    np.testing.assert_array_equal(fn(x, pad), expected, err_msg=name)
+    np.testing.assert_allclose(grad(fn), grad(reflect_pad.by_concatenate), rtol=1e-6,
+                               atol=1e-6, err_msg=name)
