@@ -11,6 +11,9 @@
 #   benchmarks/gpu_suite.sh train_e2e_b1  LOG_DIR  # the train CLI on 1914x1052 PNG folders and
 #   benchmarks/gpu_suite.sh train_e2e_b32 LOG_DIR  # on prepared data vs the step alone
 #   benchmarks/gpu_suite.sh issue15 LOG_DIR  # the three above, shortened to one ~10-minute slot
+#   benchmarks/gpu_suite.sh profile LOG_DIR  # the paper step traced at batch 64 and 128 (bf16),
+#                                            # batch-1 training end to end, and its CLI traced
+#   benchmarks/gpu_suite.sh reflect_pad LOG_DIR  # reflection padding written three ways (~1 min)
 #
 # Run from the repository root with our stack importable (PYTHONPATH=.), a CUDA
 # build of jax, the fixtures in $I2I_REFERENCE_DIR for `steps`, and for `compare`
@@ -19,7 +22,7 @@
 # and writes LOG_DIR/<name>.log; a failing one does not stop the others.
 # PEAK_TFLOPS (default 989, the H100 SXM's dense bf16 figure) sets the MFU column.
 set -u
-part=${1:?steps, translate, compare, input, translate_steady, train_e2e_b1, train_e2e_b32 or issue15}
+part=${1:?steps, translate, compare, input, translate_steady, train_e2e_b1, train_e2e_b32, issue15, profile or reflect_pad}
 logs=${2:?log directory}
 mkdir -p "$logs"
 peak=${PEAK_TFLOPS:-989}
@@ -96,6 +99,42 @@ case $part in
       --inputs=prepared --workers=4 --device_prefetch=0,2 --read_threads=4 --frames=64 \
       --timeout=110 --work_dir="$work/train_e2e"
     ;;
+  profile)
+    # Issue 15, item 5, in one ~8-minute slot: where the paper step's device time goes in
+    # bfloat16 (step_profile.py: steps/s, MFU at 1167 GFLOPs per image, kernel time by kind)
+    # at batch 64 and 128; batch-1 training end to end on prepared data (4 grain workers,
+    # device prefetch 2) against the step alone; and the same CLI run with steps 301-310
+    # traced (device busy share). Traces stay in LOG_DIR/trace_*; frames, prepared data and
+    # workdirs in WORK_DIR.
+    work=${WORK_DIR:-/tmp/i2i_gpu}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    run step_profile_b64 150 python3 benchmarks/step_profile.py --config=vsait --batch_size=64 \
+      --compute_dtype=bfloat16 --gflops=$((64 * 1167)) --peak_tflops="$peak" \
+      --out="$logs/trace_b64"
+    run train_end_to_end_b1 240 python3 benchmarks/train_end_to_end.py --config=vsait \
+      --batch_sizes=1 --steps=600 --warmup_steps=200 --log_every=50 --compute_dtype=bfloat16 \
+      --inputs=prepared --workers=4 --device_prefetch=2 --read_threads=4 --frames=32 \
+      --step_only_steps=300 --step_only_warmup=50 --timeout=150 --work_dir="$work/train_e2e"
+    prepared="$work/train_e2e/%s_1052x1914_prepared_vsait"
+    run train_b1_traced 100 python3 -m i2i_jax.train --config=configs/vsait.py \
+      --workdir="$work/traced_b1" --config.model.vgg_weights=random \
+      --config.compute_dtype=bfloat16 --config.data.source="prepared:$(printf "$prepared" sim)" \
+      --config.data.target="prepared:$(printf "$prepared" real)" --config.data.worker_count=4 \
+      --config.data.read_threads=4 --config.total_steps=330 --config.profile_start_step=301 \
+      --config.profile_steps=10 --config.log_every_steps=50 --config.log_images_every=1000 \
+      --config.checkpoint.every_steps=1000
+    cp -r "$work/traced_b1/profile" "$logs/trace_b1_cli"
+    run trace_b1_cli 60 python3 benchmarks/step_profile.py --summarise="$logs/trace_b1_cli" \
+      --steps=10 --device_pattern=/device:GPU
+    run step_profile_b128 150 python3 benchmarks/step_profile.py --config=vsait \
+      --batch_size=128 --compute_dtype=bfloat16 --gflops=$((128 * 1167)) \
+      --peak_tflops="$peak" --out="$logs/trace_b128"
+    ;;
+  reflect_pad)
+    # The paper step's largest cost after the convolutions (RESULTS.md, "Third round"): the
+    # reflection pads' concatenate fusions, against two other ways of writing the same pad.
+    run reflect_pad 120 python3 benchmarks/reflect_pad.py --dtype=bfloat16 --calls=50
+    ;;
   translate_steady)
     # Paper generator, bfloat16, 300 toy_streets "real" frames per size rendered once into
     # LOG_DIR/frames (16 processes, ~15 s); 4 batches of fill and of drain left out.
@@ -113,5 +152,5 @@ case $part in
       --frames=64 --timeout=240 --work_dir="$logs/train_e2e"
     ;;
   *) echo "unknown part $part (steps, translate, compare, input, translate_steady, train_e2e_b1," \
-       "train_e2e_b32 or issue15)" >&2; exit 2 ;;
+       "train_e2e_b32, issue15, profile or reflect_pad)" >&2; exit 2 ;;
 esac
