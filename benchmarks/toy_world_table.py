@@ -165,8 +165,11 @@ def train_and_translate(root: str, method: str, world: str, seed: int, segmenter
   run(command, log)
   translated = os.path.join(workdir, "translated_val")
   if not os.path.isfile(os.path.join(translated, "manifest.json")):
+    # With the simulator's labels, as users translate: a label-conditioned generator is
+    # conditioned on them (as in training), the others copy them into OUTPUT/labels.
+    val = os.path.join(root, "data", "val", "sim_detail")
     run([sys.executable, "-m", "i2i_jax.translate", f"--workdir={workdir}",
-         f"--input={os.path.join(root, 'data', 'val', 'sim_detail', 'images')}",
+         f"--input={os.path.join(val, 'images')}", f"--labels={os.path.join(val, 'labels')}",
          f"--output={translated}"], log)
   return os.path.join(translated, "images"), training_speed(workdir)
 

@@ -191,8 +191,8 @@ class TimedTranslator(translator_lib.Translator):
     self._timings: list[tuple[int, float, concurrent.futures.Future]] = []
     self._watcher = concurrent.futures.ThreadPoolExecutor(1)
 
-  def start(self, padded_images, sizes) -> translator_lib.PendingTranslation:
-    pending = super().start(padded_images, sizes)
+  def start(self, padded_images, sizes, padded_labels=None) -> translator_lib.PendingTranslation:
+    pending = super().start(padded_images, sizes, padded_labels)
     dispatched = time.perf_counter()
     ready = self._watcher.submit(
         lambda array: (array.block_until_ready(), time.perf_counter())[1], pending.array)

@@ -12,7 +12,8 @@ Inputs are never written: OUTPUT must lie outside the input and label folders,
 whatever the flags. Every file is written under a temporary name and renamed, so
 an output that exists is complete; a rerun skips them and translates the rest. The
 manifest pins the checkpoint and the settings: rerunning into the same OUTPUT with
-another checkpoint (or format, size, dtype) is refused unless --overwrite. With
+another checkpoint (or format, size, dtype; for a label-conditioned generator, the
+labels it is conditioned on) is refused unless --overwrite. With
 several processes (multi-host), process i of n translates every n-th file of the
 sorted list and writes its own manifest and log.
 
@@ -62,6 +63,12 @@ _LABELS = flags.DEFINE_string(
     "labels", "", "Folder of label maps for a folder input, matched by relative path and "
     "stem; copied to OUTPUT/labels/ under the same relative names (see --link_labels). "
     "tfds and toy_streets inputs bring their own labels.", flag_values=FLAGS)
+_SOURCE_LABELS = flags.DEFINE_bool(
+    "source_labels", True, "For a label-conditioned generator (trained with "
+    "config.model.label_conditioned_generator): condition it on each input's own labels "
+    "(--labels, or a tfds/toy_streets input's), as in training. --nosource_labels, or an "
+    "input without labels: on its frozen segmenter's pseudo-labels. Ignored by other "
+    "generators.", flag_values=FLAGS)
 _LINK_LABELS = flags.DEFINE_bool(
     "link_labels", False, "Hard-link the label files into OUTPUT/labels/ instead of "
     "copying them: saves space, but a linked label IS the original file, so editing it in "
@@ -179,7 +186,8 @@ def main(argv: Sequence[str]) -> int:
       summary = translator_lib.translate_dataset(
           translator, source, _OUTPUT.value, settings=settings, source_spec=_INPUT.value,
           overwrite=_OVERWRITE.value, link_labels=_LINK_LABELS.value,
-          read_threads=_READ_THREADS.value, write_threads=_WRITE_THREADS.value,
+          source_labels=_SOURCE_LABELS.value, read_threads=_READ_THREADS.value,
+          write_threads=_WRITE_THREADS.value,
           process_index=jax.process_index(), process_count=jax.process_count(),
           stop=stop.event)
     except output_tree.OutputConflictError as e:

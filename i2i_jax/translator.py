@@ -50,11 +50,26 @@ def _to_uint8(images: jax.Array) -> jax.Array:
       jnp.uint8)
 
 
-def _forward(module, variables, images: jax.Array) -> jax.Array:
-  """images: [B, H, W, 3] uint8 or float in [-1, 1] -> [B, H, W, 3] uint8."""
+def _forward(module, variables, images: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+  """images: [B, H, W, 3] uint8 or float in [-1, 1] -> [B, H, W, 3] uint8.
+
+  labels: [B, H, W] class ids for a label-conditioned generator (`takes_labels`).
+  """
   if images.dtype == jnp.uint8:
     images = images.astype(jnp.float32) / 127.5 - 1.0
-  return _to_uint8(module.apply(variables, images.astype(jnp.float32)))
+  images = images.astype(jnp.float32)
+  if labels is None:
+    return _to_uint8(module.apply(variables, images))
+  return _to_uint8(module.apply(variables, images, labels.astype(jnp.int32)))
+
+
+def takes_labels(generator: checkpoint_lib.LoadedGenerator) -> bool:
+  """Whether `generator` is label-conditioned: it can be given the images' own class maps.
+
+  Without them its frozen segmenter's pseudo-labels condition it
+  (`label_guidance.PseudoLabelledGenerator`).
+  """
+  return getattr(generator.module, "takes_labels", False)
 
 
 class PendingTranslation:
@@ -131,9 +146,11 @@ class Translator:
     replicated = NamedSharding(self.mesh, PartitionSpec())
     self._variables = jax.device_put(self.generator.variables, replicated)
     self._jitted = jax.jit(
-        lambda variables, images: _forward(self.generator.module, variables, images),
-        in_shardings=(replicated, self._batch_sharding), out_shardings=self._batch_sharding)
-    self._compiled: dict[tuple[tuple[int, ...], str], Any] = {}
+        lambda variables, images, labels: _forward(self.generator.module, variables, images,
+                                                   labels),
+        in_shardings=(replicated, self._batch_sharding, self._batch_sharding),
+        out_shardings=self._batch_sharding)
+    self._compiled: dict[tuple[tuple[int, ...], str, bool], Any] = {}
 
   @property
   def num_compilations(self) -> int:
@@ -146,26 +163,33 @@ class Translator:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
   def pad_to_bucket(self, image: np.ndarray) -> np.ndarray:
-    """Reflection-pads [h, w, 3] at the bottom and right to [*bucket_shape(h, w), 3]."""
+    """Reflection-pads [h, w, 3] (or a [h, w] label map) at the bottom and right to the
+    bucket shape [*bucket_shape(h, w), ...]."""
     height, width = image.shape[:2]
     padded_height, padded_width = self.bucket_shape(height, width)
     if (padded_height, padded_width) == (height, width):
       return image
-    return np.pad(image, ((0, padded_height - height), (0, padded_width - width), (0, 0)),
-                  mode="reflect")
+    return np.pad(image, ((0, padded_height - height), (0, padded_width - width))
+                  + ((0, 0),) * (image.ndim - 2), mode="reflect")
 
-  def start(self, padded_images: Sequence[np.ndarray],
-            sizes: Sequence[tuple[int, int]]) -> PendingTranslation:
+  def start(self, padded_images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+            padded_labels: Sequence[np.ndarray] | None = None) -> PendingTranslation:
     """Dispatches up to `batch_size` bucket-shaped images without waiting.
 
     Args:
       padded_images: `pad_to_bucket` outputs of one shape, [Hb, Wb, 3] uint8 (or
         float in [-1, 1]).
       sizes: each image's (h, w) before padding, to crop the outputs to.
+      padded_labels: for a label-conditioned generator (`takes_labels`), each
+        image's class map padded the same way, [Hb, Wb] integer ids; None: its
+        segmenter's pseudo-labels.
     """
     if not 0 < len(padded_images) <= self.batch_size or len(sizes) != len(padded_images):
       raise ValueError(f"Translator.start: got {len(padded_images)} images and {len(sizes)} "
                        f"sizes; expected 1..{self.batch_size} of each")
+    if padded_labels is not None and not takes_labels(self.generator):
+      raise ValueError(f"Translator.start: labels given, but the generator of "
+                       f"{self.generator.path} is not label-conditioned")
     batch = np.stack(padded_images)
     if batch.ndim != 4 or batch.shape[-1] != 3:
       raise ValueError(f"Translator.start: images stack to {batch.shape}; expected "
@@ -175,24 +199,44 @@ class Translator:
                        f"(multiples of {self.bucket_multiple}); use pad_to_bucket")
     if batch.dtype != np.uint8:
       batch = batch.astype(np.float32)
+    labels = None
+    if padded_labels is not None:
+      labels = np.stack(padded_labels).astype(np.int32)
+      if labels.shape != batch.shape[:3]:
+        raise ValueError(f"Translator.start: labels stack to {labels.shape}; expected "
+                         f"{batch.shape[:3]}, one [Hb, Wb] map per image")
+    fill = lambda x: np.concatenate([x, np.zeros((self.batch_size - len(x), *x.shape[1:]),
+                                                 x.dtype)])
     if len(batch) < self.batch_size:
-      filler = np.zeros((self.batch_size - len(batch), *batch.shape[1:]), batch.dtype)
-      batch = np.concatenate([batch, filler])
-    key = (batch.shape, batch.dtype.name)
+      batch = fill(batch)
+      labels = None if labels is None else fill(labels)
+    key = (batch.shape, batch.dtype.name, labels is not None)
     if key not in self._compiled:
-      abstract = jax.ShapeDtypeStruct(batch.shape, batch.dtype, sharding=self._batch_sharding)
-      self._compiled[key] = self._jitted.lower(self._variables, abstract).compile()
-    images = jax.device_put(batch, self._batch_sharding)
-    return PendingTranslation(self._compiled[key](self._variables, images), sizes)
+      abstract = lambda x: None if x is None else jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=self._batch_sharding)
+      self._compiled[key] = self._jitted.lower(self._variables, abstract(batch),
+                                               abstract(labels)).compile()
+    images, labels = jax.device_put((batch, labels), self._batch_sharding)
+    return PendingTranslation(self._compiled[key](self._variables, images, labels), sizes)
 
-  def translate_list(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Translates images of any sizes: each [h, w, 3] uint8 or float in [-1, 1] -> uint8."""
+  def translate_list(self, images: Sequence[np.ndarray],
+                     labels: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Translates images of any sizes: each [h, w, 3] uint8 or float in [-1, 1] -> uint8.
+
+    labels: for a label-conditioned generator, each image's [h, w] class map (None:
+    its segmenter's pseudo-labels).
+    """
+    if labels is not None and len(labels) != len(images):
+      raise ValueError(f"Translator: {len(labels)} label maps for {len(images)} images")
     by_bucket = collections.defaultdict(list)
     for index, image in enumerate(images):
       image = np.asarray(image)
       if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"Translator: image {index} has shape {image.shape}; expected "
                          "[H, W, 3]")
+      if labels is not None and np.shape(labels[index]) != image.shape[:2]:
+        raise ValueError(f"Translator: label map {index} has shape {np.shape(labels[index])}; "
+                         f"expected its image's {image.shape[:2]}")
       by_bucket[(image.shape[:2], image.dtype.name != "uint8")].append(index)
     pending = []
     for indices in by_bucket.values():
@@ -200,22 +244,30 @@ class Translator:
         chunk = indices[start:start + self.batch_size]
         padded = [self.pad_to_bucket(np.asarray(images[i])) for i in chunk]
         sizes = [np.asarray(images[i]).shape[:2] for i in chunk]
-        pending.append((chunk, self.start(padded, sizes)))
+        padded_labels = None if labels is None else [
+            self.pad_to_bucket(np.asarray(labels[i])) for i in chunk]
+        pending.append((chunk, self.start(padded, sizes, padded_labels)))
     translated: list[np.ndarray] = [np.empty(0)] * len(images)
     for chunk, batch in pending:
       for index, output in zip(chunk, batch.result()):
         translated[index] = output
     return translated
 
-  def translate(self, images: np.ndarray | jax.Array) -> np.ndarray:
-    """images: [B, H, W, 3] uint8 or float in [-1, 1] -> [B, H, W, 3] uint8 (any B, H, W)."""
+  def translate(self, images: np.ndarray | jax.Array,
+                labels: np.ndarray | jax.Array | None = None) -> np.ndarray:
+    """images: [B, H, W, 3] uint8 or float in [-1, 1] -> [B, H, W, 3] uint8 (any B, H, W).
+
+    labels: [B, H, W] class ids for a label-conditioned generator (None: its
+    segmenter's pseudo-labels).
+    """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"Translator.translate: images have shape {images.shape}; expected "
                        "[B, H, W, 3]")
     if not len(images):
       return np.zeros(images.shape, np.uint8)
-    return np.stack(self.translate_list(list(images)))
+    return np.stack(self.translate_list(
+        list(images), None if labels is None else list(np.asarray(labels))))
 
 
 @dataclasses.dataclass
@@ -283,6 +335,7 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
                       settings: output_tree.Settings = output_tree.Settings(),
                       source_spec: str = "",
                       overwrite: bool = False, link_labels: bool = False,
+                      source_labels: bool = True,
                       read_threads: int = 4, write_threads: int = 4,
                       process_index: int = 0, process_count: int = 1,
                       stop: threading.Event | None = None,
@@ -299,6 +352,10 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
       touches inputs: see `output_tree.check_location`).
     link_labels: hard-link the label files of a folder source into OUTPUT/labels
       instead of copying them; editing a linked label in place edits the original.
+    source_labels: give a label-conditioned generator (`takes_labels`) each image's
+      own class map when the source has labels (what it was trained with); False, or
+      a source without labels: its frozen segmenter's pseudo-labels. Recorded in the
+      manifest ("generator_labels": "source" or "segmenter").
     read_threads: threads decoding (and resizing, padding) inputs.
     write_threads: threads writing outputs, and as many worker processes encoding
       them when the encoder holds the GIL (`codecs.holds_gil`).
@@ -325,6 +382,12 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
   identity = {"checkpoint": {"path": translator.generator.path,
                              "step": translator.generator.step},
               "settings": json.loads(json.dumps(dataclasses.asdict(settings)))}
+  with_labels = False
+  if takes_labels(translator.generator):
+    with_labels = source_labels and bool(getattr(source, "has_labels", False))
+    identity["generator_labels"] = "source" if with_labels else "segmenter"
+    logging.info("translate: the label-conditioned generator gets %s",
+                 "each image's own labels" if with_labels else "its segmenter's pseudo-labels")
   if not overwrite:
     output_tree.check_previous_results(output, identity)
   output_tree.check_output_names(source, settings)
@@ -338,7 +401,7 @@ def translate_dataset(translator: Translator, source, output: epath.PathLike, *,
   done = []
   try:
     _translate_shard(translator, source, output, indices, settings, summary, done,
-                     overwrite=overwrite, link_labels=link_labels,
+                     overwrite=overwrite, link_labels=link_labels, with_labels=with_labels,
                      read_threads=read_threads, write_threads=write_threads,
                      process_index=process_index, journal_name=journal_name, stop=stop,
                      progress=progress)
@@ -414,7 +477,7 @@ def _encode_processes(settings: output_tree.Settings, count: int):
 
 def _translate_shard(translator: Translator, source, output: epath.Path, indices: list[int],
                      settings: output_tree.Settings, summary: Summary, done: list[str], *,
-                     overwrite: bool, link_labels: bool, read_threads: int,
+                     overwrite: bool, link_labels: bool, with_labels: bool, read_threads: int,
                      write_threads: int, process_index: int, journal_name: str,
                      stop: threading.Event, progress: bool):
   """The work of `translate_dataset`: fills `summary` and `done` as images are written."""
@@ -439,6 +502,11 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
       image = np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
     record["padded"] = translator.pad_to_bucket(image)
     record["size"] = image.shape[:2]
+    if with_labels:  # the class map the generator is conditioned on, on the image's grid
+      label = record["label"]
+      if settings.resize is not None:
+        label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
+      record["padded_label"] = translator.pad_to_bucket(label)
     del record["image"]
     return record
 
@@ -483,7 +551,8 @@ def _translate_shard(translator: Translator, source, output: epath.Path, indices
 
   def launch(pool, batch_records):
     in_flight.append((batch_records, translator.start(
-        [r["padded"] for r in batch_records], [r["size"] for r in batch_records])))
+        [r["padded"] for r in batch_records], [r["size"] for r in batch_records],
+        [r["padded_label"] for r in batch_records] if with_labels else None)))
     collect(pool, max_in_flight=2)
 
   encode = output_tree.encoder(settings)

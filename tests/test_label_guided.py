@@ -5,6 +5,7 @@ a few sharded bfloat16 steps of each on the 8 fake CPU devices of
 tests/conftest.py, and one run through the trainer.
 """
 
+import dataclasses
 import json
 
 import jax
@@ -15,11 +16,13 @@ import pytest
 from i2i_jax import checkpoint
 from i2i_jax import losses
 from i2i_jax import metric_writer
+from i2i_jax import output_tree
 from i2i_jax import train
 from i2i_jax.families import vsait as vsait_family
 from i2i_jax import translator as translator_lib
 from i2i_jax import vsa
 from i2i_jax.configs import tiny
+from i2i_jax.data import sources
 from i2i_jax.metrics import segmenter as segmenter_lib
 from i2i_jax.models import discriminator, generator, label_guidance, vsait
 
@@ -313,3 +316,38 @@ def test_every_option_trains_sharded_in_bfloat16_through_the_trainer(tmp_path):
                                 images.astype(np.float32) / 127.5 - 1.0, fns)
   expected = np.clip(np.round((np.asarray(expected, np.float32) + 1) * 127.5), 0, 255)
   assert np.abs(translated.astype(int) - expected).max() <= 1
+  # Given the images' own labels (what it trained with), the generator uses them instead
+  # (its SPADE convs made random here: after two steps they barely differ from zero).
+  randomised = jax.tree_util.tree_map_with_path(
+      lambda path, x: (0.5 * jax.random.normal(jax.random.key(len(path)), x.shape, x.dtype)
+                       if "spade" in jax.tree_util.keystr(path) else x), loaded.variables)
+  loaded = dataclasses.replace(loaded, variables=randomised)
+  translator = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=32)
+  labels = np.zeros((8, 32, 32), np.uint8)
+  labels[:, :, 16:] = 10
+  with_labels = translator.translate(images, labels)
+  expected = jax.jit(loaded.module.apply)(loaded.variables,
+                                          images.astype(np.float32) / 127.5 - 1.0, labels)
+  expected = np.clip(np.round((np.asarray(expected) + 1) * 127.5), 0, 255)
+  assert np.abs(with_labels.astype(int) - expected).max() <= 1
+  assert np.abs(with_labels.astype(int) - translator.translate(images).astype(int)).mean() > 1
+  # ... and so does the data-set path: a folder source with --labels, its manifest says so.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for name, image, label in zip("abcd", images, labels):
+    for folder, array in (("images", image), ("labels", label)):
+      (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+      Image.fromarray(array).save(tmp_path / "data" / folder / f"{name}.png")
+  source = sources.open_source(f"folder:{tmp_path / 'data' / 'images'}",
+                               labels=str(tmp_path / "data" / "labels"))
+  summary = translator_lib.translate_dataset(translator, source, tmp_path / "out",
+                                             progress=False)
+  assert summary.status == "complete"
+  for index, name in enumerate("abcd"):
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "images" /
+                                                        f"{name}.png")), with_labels[index])
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  assert manifest["generator_labels"] == "source"
+  with pytest.raises(output_tree.OutputConflictError,
+                     match="generator_labels: source there, segmenter now"):
+    translator_lib.translate_dataset(translator, source, tmp_path / "out", source_labels=False,
+                                     progress=False)

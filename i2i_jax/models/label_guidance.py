@@ -123,17 +123,24 @@ def restore_segmenter_params(path: str, num_classes: int,
 
 @dataclasses.dataclass(frozen=True)
 class PseudoLabelledGenerator:
-  """A label-conditioned generator fed the frozen segmenter's classes of its own input.
+  """A label-conditioned generator, fed the frozen segmenter's classes of its input
+  unless it is given the input's own class map.
 
   What translates with such a generator outside training (`checkpoint.load_generator`,
   `python -m i2i_jax.translate`): `apply(variables, images)` like a plain
   generator, with variables {"generator": ..., "segmenter": ...}. The segmenter
-  was trained on the source domain, whose images are what is translated.
+  was trained on the source domain, whose images are what is translated. A
+  simulator's own labels, where the source has them, are what the generator
+  was trained with: `apply(variables, images, labels)`.
   """
   generator: nn.Module
   segmenter: segmenter_lib.SmallUNet
+  takes_labels = True  # translator.takes_labels
 
-  def apply(self, variables: dict[str, Any], images: jax.Array) -> jax.Array:
-    """images [B, H, W, 3] in [-1, 1] -> G(images, seg(images)), the same shape."""
-    labels = pseudo_labels(self.segmenter, variables["segmenter"], images)
+  def apply(self, variables: dict[str, Any], images: jax.Array,
+            labels: jax.Array | None = None) -> jax.Array:
+    """images [B, H, W, 3] in [-1, 1], labels [B, H, W] int or None -> G(images, labels or
+    seg(images)), [B, H, W, 3]."""
+    if labels is None:
+      labels = pseudo_labels(self.segmenter, variables["segmenter"], images)
     return self.generator.apply(variables["generator"], images, labels)
