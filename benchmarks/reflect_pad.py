@@ -71,7 +71,8 @@ def main():
   args = _PARSER.parse_args()
   dtype = jnp.dtype(args.dtype)
   print(f"device: {jax.devices()[0].device_kind}, {args.dtype}\n")
-  print("| shape BxHxWxC | pad | implementation | forward ms | forward GB/s | forward + backward ms "
+  print("| shape BxHxWxC | pad | implementation | forward ms | forward GB/s "
+        "| forward + backward ms "
         "| equal to concatenate |")
   print("|---|---:|---|---:|---:|---:|---|")
   for spec in args.shapes.split(","):

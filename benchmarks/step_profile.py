@@ -35,7 +35,8 @@ import train_step
 
 _PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 _PARSER.add_argument("--config", default="vsait", help="config module under configs/")
-_PARSER.add_argument("--batch_size", type=int, default=None, help="global batch (default: config's)")
+_PARSER.add_argument("--batch_size", type=int, default=None,
+                     help="global batch (default: the config's)")
 _PARSER.add_argument("--compute_dtype", default=None, help="override config.compute_dtype")
 _PARSER.add_argument("--warmup", type=int, default=3, help="untimed steps after the compiling one")
 _PARSER.add_argument("--timed_steps", type=int, default=10, help="steps timed without tracing")
@@ -151,7 +152,8 @@ def main():
   compiled, state, batch, row = train_step.compiled_step(args.config, args.compute_dtype,
                                                          args.batch_size)
   steps_per_s, state = train_step.time_steps(compiled, state, batch, args.timed_steps, args.warmup)
-  line = (f"{row['config']}, batch {row['batch']}, {row['dtype']}: compile {row['compile_s']:.1f} s, "
+  line = (f"{row['config']}, batch {row['batch']}, {row['dtype']}: "
+          f"compile {row['compile_s']:.1f} s, "
           f"{steps_per_s:.3f} steps/s, {steps_per_s * row['batch']:.1f} images/s")
   if args.gflops:
     mfu = args.gflops * steps_per_s / (1e3 * args.peak_tflops * row["devices"])

@@ -48,8 +48,9 @@ adds to the segmenter's own errors), the excess of the classes the mismatched
 worlds shrink, the worst excess class pairs, segmenter-free detail retention of
 poles, lights and signs, light-state accuracy, downstream gain (mIoU on Y of a
 U-Net trained on F(X) minus one trained on X, at 64x128) and training steps/s
-with the step time relative to vanilla's in the same world (runs share the CPU:
-a rough figure).
+with the step time relative to vanilla's in the same world: from the runs' logs
+(runs share the CPU: a rough figure), or, with --step_costs, from
+`benchmarks/step_cost.py`'s side-by-side measurement.
 """
 
 import argparse
@@ -298,11 +299,14 @@ def summarise(values: list[float]) -> str:
   return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], step_costs: dict[str, float] | None = None) -> str:
+  """The table; with `step_costs` ({method: ms per step}, `benchmarks/step_cost.py`) the
+  step-time ratio is that side-by-side measurement's, else the logged steps/s ratio."""
+  ratio_source = "side by side" if step_costs else "from the logs"
   lines = ["| method | world | seeds | FD | flip rate | excess flip rate | excess of "
            + " / ".join(SHRUNK_CLASSES) + " | worst excess pairs "
            "| detail retention | light state | downstream gain | train steps/s (step time "
-           "÷ vanilla's) |",
+           f"÷ vanilla's, {ratio_source}) |",
            "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
   vanilla_speed = {row["world"]: np.mean(row["steps_per_sec"]) for row in rows
                    if row["method"] == "vanilla" and row["steps_per_sec"]}
@@ -310,7 +314,10 @@ def markdown(rows: list[dict]) -> str:
     speed = "—"
     if row["steps_per_sec"]:
       speed = summarise(row["steps_per_sec"])
-      if row["world"] in vanilla_speed:
+      if step_costs:
+        if row["method"] in step_costs and "vanilla" in step_costs:
+          speed += f" (×{step_costs[row['method']] / step_costs['vanilla']:.2f})"
+      elif row["world"] in vanilla_speed:
         speed += f" (×{vanilla_speed[row['world']] / np.mean(row['steps_per_sec']):.2f})"
     pairs = {}
     for seed_pairs in row["excess_pairs"]:
@@ -354,9 +361,17 @@ def main():
   parser.add_argument("--markdown", default="", help="Also write the markdown table here.")
   parser.add_argument("--picture", default="",
                       help="Also write the first world's comparison picture here (PNG).")
+  parser.add_argument("--step_costs", default="",
+                      help="JSON of benchmarks/step_cost.py ({method: ms per step}): the step "
+                      "time ratios of the table come from it (the logged steps/s of runs at "
+                      "different loads are a rough figure).")
   parser.add_argument("--table_only", action="store_true",
                       help="Train and evaluate nothing: the table of the runs already evaluated.")
   args = parser.parse_args()
+  step_costs = None
+  if args.step_costs:  # read before anything runs: a bad path fails now, not after hours
+    with open(args.step_costs) as f:
+      step_costs = json.load(f)
   methods = args.methods.split(",")
   worlds = args.worlds.split(",")
   seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -415,7 +430,7 @@ def main():
       if row["evaluated_seeds"]:
         row["seeds"] = row.pop("evaluated_seeds")
         rows.append(row)
-  table = markdown(rows)
+  table = markdown(rows, step_costs)
   print(table)
   outputs = [(os.path.join(root, "table.md"), table),
              (os.path.join(root, "table.json"), json.dumps(rows, indent=1))]

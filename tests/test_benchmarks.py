@@ -87,7 +87,8 @@ def test_step_profile_sums_device_time_by_kind_over_the_devices_streams_only():
                                          "name": name, "args": {"hlo_op": "command_buffer_3"}}
   events = [
       meta(1, None, "process_name", "/device:GPU:0"), meta(1, 7, "thread_name", "Stream #14"),
-      meta(1, 8, "thread_name", "Stream #15(MemcpyH2D)"), meta(2, None, "process_name", "/host:CPU"),
+      meta(1, 8, "thread_name", "Stream #15(MemcpyH2D)"),
+      meta(2, None, "process_name", "/host:CPU"),
       # Two steps; the stream's kernels overlap the copy on the other stream.
       kernel(0, 40, "sm90_xmma_fprop_implicit_gemm_bf16"), kernel(40, 20, "loop_convert_fusion"),
       kernel(50, 30, "MemcpyH2D", tid=8), kernel(100, 40, "sm90_xmma_fprop_implicit_gemm_bf16"),
@@ -121,3 +122,27 @@ def test_reflect_pad_candidates_equal_jnp_pad_and_its_gradient(shape, pad):
     np.testing.assert_array_equal(fn(x, pad), expected, err_msg=name)
     np.testing.assert_allclose(grad(fn), grad(reflect_pad.by_concatenate), rtol=1e-6,
                                atol=1e-6, err_msg=name)
+
+
+def test_step_costs_set_the_ablation_tables_step_time_ratio_and_configs_match_the_table():
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(BENCHMARKS)
+    toy_world_table = importlib.import_module("toy_world_table")
+    step_cost = importlib.import_module("step_cost")
+  row = lambda method, speed: {
+      "method": method, "world": "mismatch", "seeds": [0], "excess_pairs": [{}],
+      "excess_by_class": [{name: 0.0 for name in toy_world_table.SHRUNK_CLASSES}],
+      "steps_per_sec": [speed], **{c: [0.5] for c in toy_world_table.COLUMNS}}
+  rows = [row("vanilla", 1.0), row("spade", 4.0)]  # spade ran on an idle machine
+  from_logs = toy_world_table.markdown(rows)
+  assert "from the logs" in from_logs and "4.000 (×0.25)" in from_logs
+  side_by_side = toy_world_table.markdown(rows, {"vanilla": 400.0, "spade": 420.0})
+  assert "side by side" in side_by_side and "4.000 (×1.05)" in side_by_side
+  # step_cost builds each method's config from the table's own overrides, typed.
+  config = step_cost.method_config("spade+label_bound", "mismatch", "/segmenter")
+  assert config.model.label_conditioned_generator is True
+  assert config.model.label_bound_discriminator is True
+  assert config.data.with_target_labels is True and config.data.with_labels is True
+  assert config.model.semantic_segmenter == "/segmenter"
+  assert step_cost.method_config("semantic", "mismatch", "/s").loss.semantic_coef == 1.0
+  assert not step_cost.method_config("vanilla", "mismatch", "/s").data.with_labels
