@@ -128,16 +128,15 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert modules.hypervectors(variables, images).dtype == jnp.float32
 
 
-@pytest.mark.parametrize("channels", [(4, 6), (6, 4)])
-def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(channels):
-  """Same values and gradients as `lax.conv_general_dilated`; on CPU a conv that
-  widens its channels gets its kernel gradient as per-tap matmuls, others do not."""
-  in_channels, out_channels = channels
+@pytest.mark.parametrize("in_channels, out_channels, kernel", [(4, 6, 3), (6, 4, 3), (4, 6, 5)])
+def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(in_channels, out_channels, kernel):
+  """Same values and gradients as `lax.conv_general_dilated`; on CPU a 3x3 conv
+  gets its kernel gradient as per-tap matmuls, others do not."""
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 9, 7, in_channels)))
-    w = jnp.asarray(rng.normal(size=(3, 3, in_channels, out_channels)))
-    probe = jnp.asarray(rng.normal(size=(2, 9, 6, out_channels)))
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, in_channels, out_channels)))
+    probe = jnp.asarray(rng.normal(size=(2, 12 - kernel, 9 - kernel, out_channels)))
     args = dict(window_strides=(1, 1), padding=((1, 1), (1, 0)),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -151,4 +150,4 @@ def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(channels):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
                  fast(x, w), reference)
     compiled = fast.lower(x, w).compile().as_text()
-  assert ("dot(" in compiled) == (in_channels < out_channels)
+  assert ("dot(" in compiled) == (kernel == 3)

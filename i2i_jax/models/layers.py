@@ -120,14 +120,14 @@ def conv_with_fast_cpu_kernel_grad(lhs: jax.Array, rhs: jax.Array, window_stride
   """`jax.lax.conv_general_dilated`, with a kernel gradient XLA:CPU computes fast.
 
   For `nn.Conv(..., conv_general_dilated=conv_with_fast_cpu_kernel_grad)`.
-  XLA:CPU (jax 0.10) computes the kernel gradient of a stride-1 NHWC conv
-  whose output is wider than its input slowly on large maps: 3x3, 64 -> 128
-  channels on [2, 256, 256, 64] takes 1.08 s, 128 -> 256 on [2, 128, 128, 128]
-  0.39 s, where one matmul per kernel tap (`_kernel_grad_by_taps`) takes 0.31 s
-  and 0.21 s (the same sums in another order: float32 rounding apart). Such a
-  conv, run on a CPU, gets that gradient; every other conv, and every conv
-  on a GPU or TPU, is `jax.lax.conv_general_dilated` unchanged. Values are
-  always the lax conv's.
+  XLA:CPU (jax 0.10) computes the kernel gradient of a stride-1 NHWC 3x3 conv
+  on large maps slowly: 64 -> 128 channels on [2, 256, 256, 64] takes 1.1 s,
+  128 -> 64 on [2, 256, 256, 128] 0.55 s, 256 -> 128 on [2, 128, 128, 256]
+  0.49 s, where one matmul per kernel tap (`_kernel_grad_by_taps`) takes 0.30,
+  0.41 and 0.24 s (the same sums in another order: float32 rounding apart;
+  benchmarks/RESULTS.md, CUT's sixth round). Such a conv, run on a CPU, gets
+  that gradient; every other conv, and every conv on a GPU or TPU, is
+  `jax.lax.conv_general_dilated` unchanged. Values are always the lax conv's.
   """
   lax_conv = functools.partial(
       jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
@@ -142,7 +142,7 @@ def conv_with_fast_cpu_kernel_grad(lhs: jax.Array, rhs: jax.Array, window_stride
       and tuple(window_strides) == (1, 1) and set(lhs_dilation or (1,)) == {1}
       and set(rhs_dilation or (1,)) == {1} and feature_group_count == batch_group_count == 1
       and precision is None and preferred_element_type is None
-      and rhs.shape[2] < rhs.shape[3])
+      and rhs.shape[:2] == (3, 3))
   if not supported:
     return lax_conv(lhs, rhs)
   padding = tuple(tuple(pair) for pair in padding)
