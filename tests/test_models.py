@@ -128,10 +128,12 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert modules.hypervectors(variables, images).dtype == jnp.float32
 
 
-@pytest.mark.parametrize("in_channels, out_channels, kernel", [(4, 6, 3), (6, 4, 3), (4, 6, 5)])
+@pytest.mark.parametrize("in_channels, out_channels, kernel",
+                         [(4, 6, 3), (6, 4, 3), (4, 6, 5), (6, 2, 5)])
 def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(in_channels, out_channels, kernel):
   """Same values and gradients as `lax.conv_general_dilated`; on CPU a 3x3 conv
-  gets its kernel gradient as per-tap matmuls, others do not."""
+  gets its kernel gradient as per-tap matmuls, a larger one with few output
+  channels as one matmul over shifted cotangents, others as the lax conv's."""
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
     x = jnp.asarray(rng.normal(size=(2, 9, 7, in_channels)))
@@ -150,4 +152,4 @@ def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(in_channels, out_cha
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
                  fast(x, w), reference)
     compiled = fast.lower(x, w).compile().as_text()
-  assert ("dot(" in compiled) == (kernel == 3)
+  assert ("dot(" in compiled) == (kernel == 3 or out_channels <= layers.FEW_OUTPUT_CHANNELS)

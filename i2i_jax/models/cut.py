@@ -238,6 +238,7 @@ class ResnetGenerator(nn.Module):
     if kind == "conv7":  # on the reflection-padded input: "VALID", written as a cropped conv
       return layers.crop(nn.Conv(features, (7, 7), padding=layers.CROPPED_CONV_PADDING,
                                  dtype=self.dtype, kernel_init=self.kernel_init,
+                                 conv_general_dilated=layers.conv_with_fast_cpu_kernel_grad,
                                  name=f"model_{index}")(x))
     if kind in ("conv3", "conv3s2"):
       return nn.Conv(features, (3, 3), strides=2 if kind == "conv3s2" else 1,
