@@ -24,8 +24,10 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from i2i_jax import sharding
+from i2i_jax import train
 from i2i_jax.families import vsait as vsait_family
 from i2i_jax.models import vsait
 
@@ -42,6 +44,10 @@ _PARSER.add_argument("--compute_dtype", default=None,
                      help="override config.compute_dtype (float32, bfloat16)")
 _PARSER.add_argument("--split_config", default="vsait",
                      help="config whose FLOPs are split ('' for none)")
+_PARSER.add_argument("--cpu_options_rounds", type=int, default=0,
+                     help="also time each config that sets config.cpu_compiler_options "
+                          "without them, alternating the two compiled steps over this many "
+                          "rounds of --steps steps (medians; 0: only with them)")
 
 
 def _crop_shape(config) -> tuple[int, int]:
@@ -72,8 +78,12 @@ def _flops(fn, *args) -> float:
   return float(jax.jit(fn).lower(*args).compile().cost_analysis()["flops"])
 
 
-def compiled_step(name: str, compute_dtype: str | None, batch_size: int | None = None):
+def compiled_step(name: str, compute_dtype: str | None, batch_size: int | None = None,
+                  cpu_compiler_options: bool = True):
   """The jitted train step of config `name`, compiled, with its state and a random batch.
+
+  With cpu_compiler_options (on a CPU), compiled with the config's, as the train
+  CLI does; else without.
 
   Returns (step_fn, state, batch, row): step_fn(state, batch) -> (state, metrics) donates
   the state; the batch holds uniform [-1, 1) float32 images on all local devices (batch
@@ -97,7 +107,9 @@ def compiled_step(name: str, compute_dtype: str | None, batch_size: int | None =
                  in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  # The config's CPU compiler options, as the train CLI compiles it.
+  compiled = step.lower(state, batch).compile(
+      compiler_options=train.cpu_compiler_options(config) if cpu_compiler_options else None)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   row = {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
@@ -179,6 +191,29 @@ def flop_split(name: str, compute_dtype: str | None) -> dict[str, float]:
   return {k: v / 1e9 for k, v in split.items()} | {"whole step": whole / 1e9}
 
 
+def compare_cpu_compiler_options(args) -> None:
+  """Prints steps/s with and without config.cpu_compiler_options, alternated in rounds."""
+  print("\nconfig.cpu_compiler_options, side by side (median steps/s over "
+        f"{args.cpu_options_rounds} alternating rounds of {args.steps} steps):")
+  print("| config | batch | options | steps/s without | steps/s with | with / without |")
+  print("|---|---:|---|---:|---:|---:|")
+  for name in filter(None, args.configs.split(",")):
+    options = train.cpu_compiler_options(_load(name, args.compute_dtype))
+    if not options:
+      continue
+    variants = [list(compiled_step(name, args.compute_dtype, cpu_compiler_options=use))
+                for use in (False, True)]
+    rates = ([], [])
+    for _ in range(args.cpu_options_rounds):
+      for variant, rate in zip(variants, rates):
+        compiled, state, batch, _ = variant
+        steps_per_s, variant[1] = time_steps(compiled, state, batch, args.steps, args.warmup)
+        rate.append(steps_per_s)
+    without, with_options = (float(np.median(rate)) for rate in rates)
+    print(f"| {name} | {variants[0][3]['batch']} | {options} | {without:.3f} | "
+          f"{with_options:.3f} | {with_options / without:.2f} |", flush=True)
+
+
 def main():
   args = _PARSER.parse_args()
   print(f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}")
@@ -197,6 +232,8 @@ def main():
         utilisation = r["gflops"] * r["steps_per_s"] / (1e3 * args.peak_tflops * r["devices"])
         row += f" {100 * utilisation:.1f}% |"
       print(row, flush=True)
+  if args.cpu_options_rounds:
+    compare_cpu_compiler_options(args)
   if args.split_config:
     split = flop_split(args.split_config, args.compute_dtype)
     parts = sum(v for k, v in split.items() if k != "whole step")

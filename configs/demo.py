@@ -4,8 +4,9 @@
 
 toy_streets "sim" (flat colours) -> "real" (textures, noise, lighting, colour
 cast), generated on the fly: nothing to download. A small model (16 base
-channels, D = 1024) on 64x64 crops of 64x128 images, 1500 steps: ~4.6 steps/s
-on 2 idle CPU cores (2026-11-25), so about 6 minutes with start-up. VGG19 has
+channels, D = 1024) on 64x64 crops of 64x128 images, 1500 steps: ~3.3 steps/s
+on 2 idle CPU cores (2026-11-27, jax 0.10.2; 2.0 without its
+cpu_compiler_options), so about 8 minutes with start-up. VGG19 has
 random (seeded) weights because no weights can be downloaded offline; the LSH
 hypervectors of random convolutional features still describe local colour and
 texture, which is what this data set's two styles differ in. Its conv biases
@@ -50,6 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.preprocess = "resize(64,128)|random_crop(64,64)|flip_lr|value_range(-1,1)"
   config.data.read_threads = 2
   config.data.prefetch_buffer_size = 8
+  # Convolutions to XLA:CPU's own kernels, matrix products alone to YNNPACK: the
+  # default fuses chains of VGG19's deep convolutions (512 channels at 8x8 and
+  # 4x4) into YNNPACK graphs that run ~8 GFLOP/s, and the step ~1.7x as long
+  # (benchmarks/RESULTS.md, "The demo on CPU").
+  config.cpu_compiler_options = dict(
+      xla_cpu_experimental_ynn_fusion_type="LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
   config.checkpoint.every_steps = 500
   config.checkpoint.keep = 2
   config.checkpoint.keep_every_steps = 0

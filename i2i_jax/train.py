@@ -214,11 +214,38 @@ def format_duration(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(seconds)))
 
 
-def _compile(train_step, state: Any, batch: dict[str, jax.Array]):
+def cpu_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """The options of config.cpu_compiler_options that this XLA takes, on CPU; else None.
+
+  XLA options for compiling the train step (`Lowered.compile(compiler_options=)`),
+  e.g. the demo's choice of kernels for its small convolutions; GPU and TPU
+  compiles never get them, nor do config files written before the key existed.
+  They choose how, not what, XLA computes, so an option this jaxlib refuses (a
+  name or value of another version) is logged as a warning naming the key and
+  left out rather than failing the run.
+  """
+  options = dict(config.get("cpu_compiler_options", None) or {})
+  if not options or jax.default_backend() != "cpu":
+    return None
+  trivial = jax.jit(lambda x: x).lower(np.zeros((), np.float32))
+  usable = {}
+  for name, value in options.items():
+    try:
+      trivial.compile(compiler_options={name: value})
+      usable[name] = value
+    except jax.errors.JaxRuntimeError as e:
+      logging.warning("config.cpu_compiler_options.%s=%r left out: this XLA refuses it (%s)",
+                      name, value, str(e).split(": ", 1)[-1])
+  return usable or None
+
+
+def _compile(train_step, state: Any, batch: dict[str, jax.Array],
+             compiler_options: dict[str, Any] | None):
   """The compiled train step for these shapes, with the compile time logged."""
-  logging.info("compiling the train step")
+  logging.info("compiling the train step%s",
+               f" with {compiler_options}" if compiler_options else "")
   start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
+  compiled = train_step.lower(state, batch).compile(compiler_options=compiler_options)
   logging.info("compiled the train step in %.1f s", time.perf_counter() - start)
   return compiled
 
@@ -302,6 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
   translate = jax.jit(functools.partial(family.translate, fns=fns))
+  compiler_options = cpu_compiler_options(config)
   batches = sharding.prefetch_global_batches(data_iterator, family.batch_keys(fns), mesh,
                                              config.data.get("device_prefetch", 2))
 
@@ -369,7 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = next(batches)
           if compiled_step is None:
-            compiled_step = _compile(train_step, state, batch)
+            compiled_step = _compile(train_step, state, batch, compiler_options)
             timer = (time.perf_counter(), start_step)
           state, metrics = compiled_step(state, batch)
         if tracing and step == profiled[-1]:
