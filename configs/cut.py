@@ -21,8 +21,8 @@ from i2i_jax.configs import vsait
 # convolutions to XLA:CPU's own kernels, matrix products and reductions to
 # YNNPACK. The generators' unpadded convs on reflection-padded maps run 2-4x
 # faster there than in YNNPACK's fusions; without them the CUT step at 256x256
-# runs ~1.7x as long (benchmarks/RESULTS.md, "CUT: official vs ours (CPU)",
-# tenth round).
+# runs ~1.7x as long
+# (benchmarks/RESULTS.md, "CUT: official vs ours (CPU)", tenth round).
 CPU_COMPILER_OPTIONS = dict(xla_cpu_experimental_ynn_fusion_type=(
     "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"))
 
