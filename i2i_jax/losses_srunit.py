@@ -32,7 +32,7 @@ which matters in float32 where netF's outputs are small: `PatchSampleF` here.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -70,20 +70,26 @@ class PatchSampleF(cut.PatchSampleF):
     return pooled
 
 
-class GeneratorTail(cut.ResnetGenerator):
-  """The generator's layers after official index `after_layer`: a feature -> the translation.
+class PerturbedGenerator(cut.ResnetGenerator):
+  """The generator with offsets added to some layers' outputs: G(x) with a perturbed feature.
 
-  Same attributes and parameters as `cut.ResnetGenerator` (apply it with G's params).
+  Same attributes and parameters as `cut.ResnetGenerator` (apply it with G's
+  params). An offset on the output of layer l is the official round trip of
+  the perturbed feature, `netG(layers=, feats=, noises=)`: the layers after l
+  on E_l(x) + offset.
   """
 
   @nn.compact
-  def __call__(self, feature: jax.Array, after_layer: int) -> jax.Array:  # pylint: disable=arguments-renamed
-    """feature: the output of layer `after_layer` [B, h, w, c] -> [B, H, W, output_nc]."""
+  def __call__(self, images: jax.Array,  # pylint: disable=arguments-renamed
+               offsets: Mapping[int, jax.Array]) -> jax.Array:
+    """images: [B, H, W, C_in]; offsets: official layer index -> [B, h, w, c] -> [B, H, W, output_nc]."""
     entries = cut.generator_layers(self.ngf, self.n_blocks, self.output_nc, self.antialias,
                                    self.antialias_up)
-    x = feature.astype(self.dtype)
-    for index in range(after_layer + 1, len(entries)):
-      x = self._apply_layer(index, *entries[index], x)
+    x = images.astype(self.dtype)
+    for index, (kind, width) in enumerate(entries):
+      x = self._apply_layer(index, kind, width, x)
+      if index in offsets:
+        x = x + offsets[index].astype(x.dtype)
     return x
 
 
@@ -94,9 +100,9 @@ def build_modules(model_config: ml_collections.ConfigDict, dtype: Any = jnp.floa
       patch_sampler=PatchSampleF(model_config.netF_nc, dtype))
 
 
-def generator_tail(modules: cut.CUTModules) -> GeneratorTail:
+def perturbed_generator(modules: cut.CUTModules) -> PerturbedGenerator:
   g = modules.generator
-  return GeneratorTail(g.ngf, g.n_blocks, g.output_nc, g.dtype, g.antialias, g.antialias_up,
+  return PerturbedGenerator(g.ngf, g.n_blocks, g.output_nc, g.dtype, g.antialias, g.antialias_up,
                        g.kernel_init)
 
 
@@ -139,45 +145,55 @@ def draw_perturbation(rng: jax.Array, feature_shape: tuple[int, ...], num_patche
               :min(num_patches, height * width)]}
 
 
-def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array, choice: int,
-                    perturbation: dict[str, jax.Array], modules: cut.CUTModules,
-                    loss_config: ml_collections.ConfigDict) -> tuple[jax.Array, dict[str, Any]]:
+def robustness_loss(g_params: Params, f_params: Params, real_a: jax.Array,
+                    perturbations: Mapping[int, dict[str, jax.Array]], choice: jax.Array | int,
+                    modules: cut.CUTModules, loss_config: ml_collections.ConfigDict
+                    ) -> tuple[jax.Array, dict[str, Any]]:
   """The official `compute_reg_loss` on NCE layer `choice`, or the paper's (module docstring).
+
+  Every candidate layer (the keys of `perturbations`) runs in one generator
+  pass: the offsets of the layers not chosen are zero and their losses masked,
+  so the value and the gradients are those of the chosen layer alone. A traced
+  choice so needs no `lax.switch`, whose branches XLA:CPU compiles without its
+  convolution libraries (a 256x256 SRUNIT step took 6x as long).
 
   Args:
     g_params, f_params: generator and patch-sampler parameters (with `v1`, F
       gets no gradient of this loss).
     real_a: [B, H, W, 3] the source images.
-    choice: index into `modules.nce_layers` (static).
-    perturbation: `draw_perturbation` for the feature at that layer.
+    perturbations: index into `modules.nce_layers` -> `draw_perturbation` for the
+      feature at that layer, for each candidate layer.
+    choice: int32 scalar, may be traced: the perturbed layer, a key of
+      `perturbations`.
   Returns:
-    (scalar loss, {"feat_k", "feat_q": [B * P, nc] netF of the clean and the
-    perturbed feature}).
+    (scalar loss, {"feat_k", "feat_q": per candidate (sorted), [B * P, nc] netF
+    of the clean and the perturbed feature}).
   """
-  layer = modules.nce_layers[choice]
+  candidates = sorted(perturbations)
+  layers = [modules.nce_layers[i] for i in candidates]
   encode = functools.partial(modules.generator.apply, {"params": g_params},
-                             feature_layers=[layer], encode_only=True)
-  feature, = encode(real_a)
-  perturbed_feature = feature + perturbation["offset"].astype(feature.dtype)
-  if loss_config.reg_variant == "paper":  # both round trips in one pass
-    round_trips, = encode(generator_tail(modules).apply(
-        {"params": g_params}, jnp.concatenate([feature, perturbed_feature]), layer))
-    key, perturbed = jnp.split(round_trips, 2)
+                             feature_layers=layers, encode_only=True)
+  offsets = {layer: jnp.where(choice == i, perturbations[i]["offset"], 0.0)
+             for i, layer in zip(candidates, layers)}
+  perturbed = encode(perturbed_generator(modules).apply({"params": g_params}, real_a, offsets))
+  if loss_config.reg_variant == "paper":  # the key: the clean feature's round trip
+    keys = encode(modules.generator.apply({"params": g_params}, real_a))
   else:
-    key = feature
-    perturbed, = encode(generator_tail(modules).apply({"params": g_params}, perturbed_feature,
-                                                      layer))
+    keys = encode(real_a)
   if loss_config.reg_type == "v1":
     f_params = jax.lax.stop_gradient(f_params)
-  ids = [perturbation["patch_ids"]]
   sample = functools.partial(modules.patch_sampler.apply, {"params": f_params},
-                             patch_ids=ids, mlp_indices=[choice])
-  feat_k, = sample([key])
-  feat_q, = sample([perturbed])
-  distance = jnp.sqrt(jnp.sum(jnp.square(feat_q - feat_k), axis=-1) + 1e-12)
-  batch, height, width, _ = feature.shape
-  magnitude = perturbation["magnitude"].reshape(batch, height * width)[:, ids[0]].reshape(-1)
-  loss = jnp.mean(distance / magnitude.astype(distance.dtype)) / len(modules.nce_layers)
+                             patch_ids=[perturbations[i]["patch_ids"] for i in candidates],
+                             mlp_indices=candidates)
+  feat_k, feat_q = sample(keys), sample(perturbed)
+  loss = 0.0
+  for i, key, query, feature in zip(candidates, feat_k, feat_q, keys, strict=True):
+    distance = jnp.sqrt(jnp.sum(jnp.square(query - key), axis=-1) + 1e-12)
+    batch, height, width, _ = feature.shape
+    magnitude = perturbations[i]["magnitude"].reshape(batch, height * width)[
+        :, perturbations[i]["patch_ids"]].reshape(-1)
+    layer_loss = jnp.mean(distance / magnitude.astype(distance.dtype)) / len(modules.nce_layers)
+    loss = loss + jnp.where(choice == i, layer_loss, 0.0)
   return loss, {"feat_k": feat_k, "feat_q": feat_q}
 
 

@@ -9,6 +9,7 @@ translate with the trained generator.
 """
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -26,7 +27,8 @@ from i2i_jax.models import cut
 
 
 def _config(total_steps):
-  """srunit_tiny on 8 images, one robustness layer (each layer is a compiled branch)."""
+  """srunit_tiny on 8 images, one robustness layer (quicker to compile; several:
+  test_a_traced_choice_among_every_layer_is_that_layer_alone)."""
   config = srunit_tiny.get_config()
   config.loss.reg_layers = (1,)
   config.total_steps = total_steps
@@ -121,11 +123,50 @@ def test_netf_gets_the_robustness_gradient_with_v2_only(reg_type):
   perturbation = losses_srunit.draw_perturbation(jax.random.key(1), shape, fns.num_patches,
                                                  config.loss.reg_noise)
   g_grads, f_grads = jax.grad(
-      lambda g, f: losses_srunit.robustness_loss(g, f, real_a, 1, perturbation, fns.modules,
+      lambda g, f: losses_srunit.robustness_loss(g, f, real_a, {1: perturbation}, 1, fns.modules,
                                                  fns.loss_config)[0], argnums=(0, 1))(
           params["generator"], params["patch_sampler"])
   assert any(np.any(g != 0) for g in jax.tree.leaves(g_grads))
   assert any(np.any(f != 0) for f in jax.tree.leaves(f_grads)) == (reg_type == "v2")
+
+
+@pytest.mark.parametrize("variant", ["official", pytest.param("paper", marks=pytest.mark.slow)])
+def test_a_traced_choice_among_every_layer_is_that_layer_alone(variant):
+  """The step's one pass over all candidate layers, the drawn one traced, gives
+  the loss and gradients of the drawn layer perturbed alone (float64)."""
+  config = srunit_tiny.get_config()
+  config.loss.reg_variant = variant
+  loss_config = ml_collections.FrozenConfigDict(config.loss)
+  real_a = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3))
+  with jax.enable_x64(True):
+    modules = losses_srunit.build_modules(config.model, jnp.float64)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64),
+                          cut.init_params(modules, jax.random.key(0), (32, 32, 3)))
+    perturbations = {
+        i: losses_srunit.draw_perturbation(
+            jax.random.key(1), losses_srunit.robustness_feature_shape(modules, real_a.shape, i),
+            16, config.loss.reg_noise, variant)
+        for i in range(len(config.model.nce_layers))}
+
+    @jax.jit
+    def loss_and_grads(perturbations, choice):
+      return jax.value_and_grad(
+          lambda g, f: losses_srunit.robustness_loss(g, f, real_a, perturbations, choice,
+                                                     modules, loss_config)[0],
+          argnums=(0, 1))(params["generator"], params["patch_sampler"])
+
+    for choice in (0, 3):
+      every = loss_and_grads(perturbations, jnp.int32(choice))
+      alone = loss_and_grads({choice: perturbations[choice]}, jnp.int32(choice))
+      # Gradients on one scale: biases before an instance norm get rounding noise
+      # alone. The paper's numerator is a difference of two round trips as
+      # close as the perturbation (down to 1e-7), which lifts rounding to ~1e-8.
+      every_flat, alone_flat = (np.asarray(jax.flatten_util.ravel_pytree(x)[0])
+                                for x in (every, alone))
+      np.testing.assert_allclose(every_flat, alone_flat,
+                                 rtol=1e-9 if variant == "official" else 1e-6,
+                                 atol=1e-12 * np.abs(alone_flat).max())
+      assert np.any(np.asarray(every[1][1][f"mlp_{choice}_0"]["kernel"]) != 0)
 
 
 @pytest.mark.parametrize("variant", ["official", "paper"])
@@ -161,7 +202,7 @@ def test_paper_robustness_loss_measures_the_perturbation_not_the_round_trip():
       for scale in (1.0, 0.0):
         scaled = {**perturbation, "offset": perturbation["offset"] * scale}
         losses[variant, scale] = float(losses_srunit.robustness_loss(
-            params["generator"], params["patch_sampler"], real_a, 1, scaled, modules,
+            params["generator"], params["patch_sampler"], real_a, {1: scaled}, 1, modules,
             ml_collections.FrozenConfigDict(config.loss))[0])
   magnitude = np.asarray(perturbation["magnitude"]).reshape(-1)[np.asarray(
       perturbation["patch_ids"])].astype(np.float64)

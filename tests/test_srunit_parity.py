@@ -60,9 +60,10 @@ class Fixture(cut_parity.Fixture):
         "offset": jnp.asarray(self.data["robustness/offset"].transpose(0, 2, 3, 1)),
         "magnitude": jnp.asarray(self.data["robustness/magnitude"].transpose(0, 2, 3, 1)),
         "patch_ids": jnp.asarray(self.data["robustness/patch_ids"], jnp.int32)}
+    choice = int(self.data["robustness/choice"])
     return functools.partial(
-        losses_srunit.robustness_loss, choice=int(self.data["robustness/choice"]),
-        perturbation=perturbation, modules=self.modules(dtype),
+        losses_srunit.robustness_loss, perturbations={choice: perturbation}, choice=choice,
+        modules=self.modules(dtype),
         loss_config=ml_collections.FrozenConfigDict(self.config.loss))
 
   def objective(self, dtype):
@@ -114,8 +115,8 @@ def run_ours(fixture: Fixture, dtype):
              "outputs/d_step/pred_fake": nchw(d_aux["outputs"]["pred_fake"]),
              "outputs/d_step/pred_real": nchw(d_aux["outputs"]["pred_real"]),
              "outputs/g_step/pred_fake": nchw(outputs["pred_fake"]),
-             "outputs/reg/feat_k": np.asarray(outputs["reg"]["feat_k"]),
-             "outputs/reg/feat_q": np.asarray(outputs["reg"]["feat_q"])}
+             "outputs/reg/feat_k": np.asarray(outputs["reg"]["feat_k"][0]),
+             "outputs/reg/feat_q": np.asarray(outputs["reg"]["feat_q"][0])}
   for term in ("nce", "nce_idt"):
     for part in ("feat_k", "feat_q"):
       for i, value in enumerate(outputs[term][part]):

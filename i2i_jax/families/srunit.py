@@ -86,26 +86,19 @@ def make_step_functions(config: ml_collections.ConfigDict) -> StepFunctions:
 def _draw_robustness(rng: jax.Array, fns: StepFunctions, image_shape: tuple[int, ...]):
   """`losses_srunit.robustness_loss` on a random layer of `loss.reg_layers`, with fresh draws.
 
-  The layer is traced, so the loss is a `lax.switch` over the `loss.reg_layers`
-  (the features' shapes differ by layer).
+  Each candidate layer gets its draws from the same key (those of the drawn
+  layer are what drawing for it alone gives); the layer itself is traced.
   """
   choice_rng, draw_rng = jax.random.split(rng)
   reg_layers = tuple(fns.loss_config.reg_layers)
-  branch = jax.random.randint(choice_rng, (), 0, len(reg_layers))
-
-  def loss_at(choice, g_params, f_params, real_a):
-    perturbation = losses_srunit.draw_perturbation(
-        draw_rng, losses_srunit.robustness_feature_shape(fns.modules, image_shape, choice),
-        fns.num_patches, fns.loss_config.reg_noise, fns.loss_config.reg_variant)
-    loss, _ = losses_srunit.robustness_loss(g_params, f_params, real_a, choice, perturbation,
-                                            fns.modules, fns.loss_config)
-    return loss
-
-  def robustness(g_params, f_params, real_a):
-    branches = [functools.partial(loss_at, choice) for choice in reg_layers]
-    return jax.lax.switch(branch, branches, g_params, f_params, real_a), {}
-
-  return robustness
+  choice = jnp.asarray(reg_layers)[jax.random.randint(choice_rng, (), 0, len(reg_layers))]
+  perturbations = {
+      layer: losses_srunit.draw_perturbation(
+          draw_rng, losses_srunit.robustness_feature_shape(fns.modules, image_shape, layer),
+          fns.num_patches, fns.loss_config.reg_noise, fns.loss_config.reg_variant)
+      for layer in set(reg_layers)}
+  return functools.partial(losses_srunit.robustness_loss, perturbations=perturbations,
+                           choice=choice, modules=fns.modules, loss_config=fns.loss_config)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array],
