@@ -36,7 +36,8 @@ same patch ids (ours, drawn from the train state's key for step 0, handed to
 the official netF), and its seven losses are compared; later steps draw their
 own ids on each side (the time does not depend on which). Timed: the official
 `optimize_parameters()` (forward, D step, G and F step) against our
-`i2i_jax.families.cut.train_step` under `jax.jit` with the state donated.
+`i2i_jax.families.cut.train_step` under `jax.jit` with the state donated, compiled
+with the config's `cpu_compiler_options` as the train CLI does.
 The official code runs unchanged, including its CPU InstanceNorm backward bug
 that make_cut_reference.py works around (wrong G gradients, same work), so
 only the first step's losses, not the updated weights, are compared.
@@ -102,6 +103,7 @@ from i2i_jax.configs import vsait as vsait_config  # pylint: disable=g-import-no
 from i2i_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import convert_cut  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import losses_cut  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2i_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax.families import cut as cut_family  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax.families import vsait as vsait_family  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax.models import cut as cut_models  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -395,7 +397,8 @@ def run_cut_case(case: CutCase, args) -> dict[str, object]:
   model = build_cut_official(args.cut_official_dir, case, args.seed, data)
   model.set_input(data)
 
-  fns = cut_family.make_step_functions(our_cut_config(case, args.dtype))
+  config = our_cut_config(case, args.dtype)
+  fns = cut_family.make_step_functions(config)
   shapes = jax.eval_shape(
       lambda: cut_models.init_params(fns.modules, jax.random.key(0), image_shape))
   params = {ours: convert_cut.import_state_dict(
@@ -429,7 +432,8 @@ def run_cut_case(case: CutCase, args) -> dict[str, object]:
 
   model.netF.forward = sample_replaying
   official_fn = model.optimize_parameters
-  step = jax.jit(functools.partial(cut_family.train_step, fns=fns), donate_argnums=0)
+  step = jax.jit(functools.partial(cut_family.train_step, fns=fns), donate_argnums=0,
+                 compiler_options=train.cpu_compiler_options(config))  # as the train CLI
   batch = jax.device_put(images)
   our_losses = []
 

@@ -17,6 +17,15 @@ import ml_collections
 
 from i2i_jax.configs import vsait
 
+# XLA options of the train step when JAX runs on CPU (config.cpu_compiler_options):
+# convolutions to XLA:CPU's own kernels, matrix products and reductions to
+# YNNPACK. The generators' unpadded convs on reflection-padded maps run 2-4x
+# faster there than in YNNPACK's fusions; without them the CUT step at 256x256
+# runs ~1.7x as long (benchmarks/RESULTS.md, "CUT: official vs ours (CPU)",
+# tenth round).
+CPU_COMPILER_OPTIONS = dict(xla_cpu_experimental_ynn_fusion_type=(
+    "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"))
+
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns the official CUT training configuration."""
@@ -84,4 +93,5 @@ def get_config() -> ml_collections.ConfigDict:
   # (our resize op is bilinear) and stops the resize-and-crop (load_size =
   # crop_size) once the learning rate decays (epoch > n_epochs).
   config.data.preprocess = "resize(286,286)|random_crop(256,256)|flip_lr|value_range(-1,1)"
+  config.cpu_compiler_options = dict(CPU_COMPILER_OPTIONS)
   return config

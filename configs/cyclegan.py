@@ -15,6 +15,7 @@ configs/vsait.py's, which documents them.
 
 import ml_collections
 
+from i2i_jax.configs import cut
 from i2i_jax.configs import vsait
 
 
@@ -79,4 +80,5 @@ def get_config() -> ml_collections.ConfigDict:
   # (our resize op is bilinear). The image pools hold images of the last
   # resize or crop's size (256 x 256).
   config.data.preprocess = "resize(286,286)|random_crop(256,256)|flip_lr|value_range(-1,1)"
+  config.cpu_compiler_options = dict(cut.CPU_COMPILER_OPTIONS)  # the same generator
   return config

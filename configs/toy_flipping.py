@@ -69,7 +69,7 @@ def get_config(world_and_family: str = "mismatch") -> ml_collections.ConfigDict:
     official_epochs = official.optimizer.n_epochs + official.optimizer.n_epochs_decay
     config.model, config.loss, config.optimizer = (official.model, official.loss,
                                                    official.optimizer)
-    # The demo's CPU kernel choice is for VGG19's deep convolutions, which these lack.
+    # Their own configs' CPU kernel choice (the demo's is for VGG19's deep convolutions).
     config.cpu_compiler_options = official.cpu_compiler_options
     config.model.ngf = config.model.ndf = DEMO_WIDTH
     config.model.n_blocks = DEMO_BLOCKS

@@ -23,7 +23,9 @@ from i2i_jax import families
 from i2i_jax import metric_writer
 from i2i_jax import train
 from i2i_jax import translator as translator_lib
+from i2i_jax.configs import cut as cut_config
 from i2i_jax.configs import cut_tiny
+from i2i_jax.configs import cyclegan as cyclegan_config
 from i2i_jax.data import toy_streets
 from i2i_jax.families import cut as cut_family
 from i2i_jax.models import cut
@@ -87,6 +89,13 @@ def test_cut_is_registered_and_refuses_settings_it_cannot_run():
   config.model.nce_layers = (0, 4, 30)
   with pytest.raises(ValueError, match=r"^config\.model\.nce_layers=\(0, 4, 30\): .* 25 layers"):
     cut_family.make_step_functions(config)
+
+
+def test_cut_configs_compile_with_xla_cpus_own_convolutions():
+  """The generator's unpadded convs are fast on CPU only in XLA's own kernels: a
+  jaxlib that no longer takes the option would cost ~1.7x a step, so it fails here."""
+  for config in (cut_config.get_config(), cut_tiny.get_config(), cyclegan_config.get_config()):
+    assert train.cpu_compiler_options(config) == cut_config.CPU_COMPILER_OPTIONS
 
 
 def _run(module, *args):

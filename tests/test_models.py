@@ -1,6 +1,5 @@
 """The Flax modules: shapes, init schemes and fixed buffers (the fixture checks the maths)."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 
 from i2i_jax.configs import tiny
-from i2i_jax.models import generator, layers, lsh, vgg, vsait
+from i2i_jax.models import generator, lsh, vgg, vsait
 
 
 @pytest.fixture(scope="module")
@@ -128,28 +127,3 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert modules.hypervectors(variables, images).dtype == jnp.float32
 
 
-@pytest.mark.parametrize("in_channels, out_channels, kernel",
-                         [(4, 6, 3), (6, 4, 3), (4, 6, 5), (6, 2, 5)])
-def test_conv_with_fast_cpu_kernel_grad_equals_the_lax_conv(in_channels, out_channels, kernel):
-  """Same values and gradients as `lax.conv_general_dilated`; on CPU a 3x3 conv
-  gets its kernel gradient as per-tap matmuls, a larger one with few output
-  channels as one matmul over shifted cotangents, others as the lax conv's."""
-  rng = np.random.default_rng(0)
-  with jax.enable_x64(True):
-    x = jnp.asarray(rng.normal(size=(2, 9, 7, in_channels)))
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, in_channels, out_channels)))
-    probe = jnp.asarray(rng.normal(size=(2, 12 - kernel, 9 - kernel, out_channels)))
-    args = dict(window_strides=(1, 1), padding=((1, 1), (1, 0)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    def loss(conv, x, w):
-      return jnp.sum(jnp.sin(conv(x, w, **args)) * probe)
-
-    fast = jax.jit(jax.value_and_grad(functools.partial(
-        loss, layers.conv_with_fast_cpu_kernel_grad), argnums=(0, 1)))
-    reference = jax.value_and_grad(functools.partial(loss, jax.lax.conv_general_dilated),
-                                   argnums=(0, 1))(x, w)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
-                 fast(x, w), reference)
-    compiled = fast.lower(x, w).compile().as_text()
-  assert ("dot(" in compiled) == (kernel == 3 or out_channels <= layers.FEW_OUTPUT_CHANNELS)

@@ -142,8 +142,6 @@ class ResnetBlock(nn.Module):
   """The official `ResnetBlock` (reflect padding, instance norm, no dropout): `x + block(x)`.
 
   block = pad1, conv3x3 (`conv_block_1`), IN, ReLU, pad1, conv3x3 (`conv_block_5`), IN.
-  Each unpadded conv is computed as a zero-padded one, cropped
-  (`layers.CROPPED_CONV_PADDING`): the same values, much faster on XLA:CPU.
   """
   dtype: Any = jnp.float32
   kernel_init: Callable = xavier_normal_gain_002
@@ -153,10 +151,10 @@ class ResnetBlock(nn.Module):
     features = x.shape[-1]
     y = x
     for index in (1, 5):
-      y = nn.Conv(features, (3, 3), padding=layers.CROPPED_CONV_PADDING, dtype=self.dtype,
+      y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
                   kernel_init=self.kernel_init,
                   name=f"conv_block_{index}")(layers.reflect_pad(y, 1))
-      y = layers.instance_norm(layers.crop(y))
+      y = layers.instance_norm(y)
       if index == 1:
         y = nn.relu(y)
     return x + y
@@ -235,15 +233,12 @@ class ResnetGenerator(nn.Module):
   kernel_init: Callable = xavier_normal_gain_002
 
   def _apply_layer(self, index: int, kind: str, features: int, x: jax.Array) -> jax.Array:
-    if kind == "conv7":  # on the reflection-padded input: "VALID", written as a cropped conv
-      return layers.crop(nn.Conv(features, (7, 7), padding=layers.CROPPED_CONV_PADDING,
-                                 dtype=self.dtype, kernel_init=self.kernel_init,
-                                 conv_general_dilated=layers.conv_with_fast_cpu_kernel_grad,
-                                 name=f"model_{index}")(x))
+    if kind == "conv7":  # on the reflection-padded input
+      return nn.Conv(features, (7, 7), padding="VALID", dtype=self.dtype,
+                     kernel_init=self.kernel_init, name=f"model_{index}")(x)
     if kind in ("conv3", "conv3s2"):
       return nn.Conv(features, (3, 3), strides=2 if kind == "conv3s2" else 1,
                      padding=((1, 1), (1, 1)), dtype=self.dtype, kernel_init=self.kernel_init,
-                     conv_general_dilated=layers.conv_with_fast_cpu_kernel_grad,
                      name=f"model_{index}")(x)
     if kind == "convT":
       # PyTorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): the
