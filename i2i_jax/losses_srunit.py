@@ -102,8 +102,8 @@ def build_modules(model_config: ml_collections.ConfigDict, dtype: Any = jnp.floa
 
 def perturbed_generator(modules: cut.CUTModules) -> PerturbedGenerator:
   g = modules.generator
-  return PerturbedGenerator(g.ngf, g.n_blocks, g.output_nc, g.dtype, g.antialias, g.antialias_up,
-                       g.kernel_init)
+  return PerturbedGenerator(g.ngf, g.n_blocks, g.output_nc, g.dtype, g.antialias,
+                            g.antialias_up, g.kernel_init)
 
 
 def robustness_feature_shape(modules: cut.CUTModules, image_shape: tuple[int, ...],
