@@ -93,10 +93,10 @@ def _draw_robustness(rng: jax.Array, fns: StepFunctions, image_shape: tuple[int,
   reg_layers = tuple(fns.loss_config.reg_layers)
   choice = jnp.asarray(reg_layers)[jax.random.randint(choice_rng, (), 0, len(reg_layers))]
   perturbations = {
-      layer: losses_srunit.draw_perturbation(
-          draw_rng, losses_srunit.robustness_feature_shape(fns.modules, image_shape, layer),
+      candidate: losses_srunit.draw_perturbation(
+          draw_rng, losses_srunit.robustness_feature_shape(fns.modules, image_shape, candidate),
           fns.num_patches, fns.loss_config.reg_noise, fns.loss_config.reg_variant)
-      for layer in set(reg_layers)}
+      for candidate in set(reg_layers)}
   return functools.partial(losses_srunit.robustness_loss, perturbations=perturbations,
                            choice=choice, modules=fns.modules, loss_config=fns.loss_config)
 
