@@ -82,7 +82,10 @@ class PerturbedGenerator(cut.ResnetGenerator):
   @nn.compact
   def __call__(self, images: jax.Array,  # pylint: disable=arguments-renamed
                offsets: Mapping[int, jax.Array]) -> jax.Array:
-    """images: [B, H, W, C_in]; offsets: official layer index -> [B, h, w, c] -> [B, H, W, output_nc]."""
+    """images: [B, H, W, C_in]; offsets: official layer index -> [B, h, w, c].
+
+    Returns [B, H, W, output_nc].
+    """
     entries = cut.generator_layers(self.ngf, self.n_blocks, self.output_nc, self.antialias,
                                    self.antialias_up)
     x = images.astype(self.dtype)
