@@ -145,3 +145,24 @@ def test_patch_ids_are_distinct_and_uniform_over_positions():
   # 4000 * 5 / 16 = 1250 per position (sd ~30), 250 as the first (sd ~15).
   assert np.all(np.abs(counts - 1250) < 150), counts
   assert np.all(np.abs(first - 250) < 75), first
+
+
+def test_patch_sampler_gradient_is_finite_at_a_zero_feature():
+  """A sampled position whose projection is exactly zero (a zero feature with the
+  MLPs' zero initial biases) keeps every gradient finite; the official norm's
+  `pow(1/2)` gives NaN there, which stopped a toy-world run at step 2."""
+  sampler = cut.PatchSampleF(nc=8)
+  features = [np.random.default_rng(0).standard_normal((1, 3, 3, 4)).astype(np.float32)]
+  features[0][0, 1, 2] = 0.0  # position 5
+  ids = [np.array([5, 0, 7], np.int32)]
+  params = sampler.init(jax.random.key(0), features, ids)
+
+  def loss(params, features):
+    pooled = sampler.apply(params, features, ids)[0]
+    return jax.numpy.sum(pooled * np.arange(pooled.size).reshape(pooled.shape))
+
+  pooled = sampler.apply(params, features, ids)[0]
+  np.testing.assert_array_equal(pooled[0], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(pooled[1:], axis=1), 1.0, rtol=1e-3)  # + 1e-7
+  grads = jax.grad(loss, argnums=(0, 1))(params, features)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))

@@ -314,7 +314,11 @@ class PatchSampleF(nn.Module):
                    name=f"mlp_{i}_0")(x.astype(self.dtype))
       x = nn.Dense(self.nc, dtype=self.dtype, kernel_init=xavier_normal_gain_002,
                    name=f"mlp_{i}_2")(nn.relu(x))
-      norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=1, keepdims=True))
+      squared_norm = jnp.sum(jnp.square(x), axis=1, keepdims=True)
+      # The norm's own gradient at a zero row is taken as 0 (the official
+      # `pow(1/2)` makes it inf, and the row's gradient NaN): same values.
+      nonzero = squared_norm > 0
+      norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared_norm, 1.0)), 0.0)
       pooled.append(x / (norm + 1e-7))
     return pooled
 
