@@ -13,7 +13,9 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -29,6 +31,7 @@ from i2i_jax.configs import cyclegan as cyclegan_config
 from i2i_jax.data import toy_streets
 from i2i_jax.families import cut as cut_family
 from i2i_jax.models import cut
+from i2i_jax.models import layers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI_ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
@@ -159,10 +162,31 @@ def test_patch_sampler_gradient_is_finite_at_a_zero_feature():
 
   def loss(params, features):
     pooled = sampler.apply(params, features, ids)[0]
-    return jax.numpy.sum(pooled * np.arange(pooled.size).reshape(pooled.shape))
+    return jnp.sum(pooled * np.arange(pooled.size).reshape(pooled.shape))
 
   pooled = sampler.apply(params, features, ids)[0]
   np.testing.assert_array_equal(pooled[0], 0.0)
   np.testing.assert_allclose(np.linalg.norm(pooled[1:], axis=1), 1.0, rtol=1e-3)  # + 1e-7
   grads = jax.grad(loss, argnums=(0, 1))(params, features)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("in_channels,out_channels", [(3, 8), (8, 3)])
+def test_few_channel_conv_is_the_plain_conv(in_channels, out_channels):
+  """The 7x7 conv from (to) RGB with its shift-sum input gradient (forward) on CPU:
+  value and both gradients those of `lax.conv_general_dilated`, in float64."""
+  plain = nn.Conv(out_channels, (7, 7), padding="VALID", param_dtype=jnp.float64,
+                  dtype=jnp.float64)
+  few = plain.clone(conv_general_dilated=layers.few_channel_conv)
+  rng = np.random.default_rng(0)
+  with jax.enable_x64(True):
+    images = jnp.asarray(rng.standard_normal((2, 11, 10, in_channels)))
+    cotangent = jnp.asarray(rng.standard_normal((2, 5, 4, out_channels)))
+    params = plain.init(jax.random.key(0), images)
+    results = [jax.value_and_grad(lambda p, x: jnp.sum(conv.apply(p, x) * cotangent),
+                                  argnums=(0, 1))(params, images) for conv in (plain, few)]
+    for ours, expected in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
+      np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="unpadded, stride-1"):
+      plain.clone(conv_general_dilated=layers.few_channel_conv, padding="SAME").init(
+          jax.random.key(0), images)

@@ -235,7 +235,8 @@ class ResnetGenerator(nn.Module):
   def _apply_layer(self, index: int, kind: str, features: int, x: jax.Array) -> jax.Array:
     if kind == "conv7":  # on the reflection-padded input
       return nn.Conv(features, (7, 7), padding="VALID", dtype=self.dtype,
-                     kernel_init=self.kernel_init, name=f"model_{index}")(x)
+                     kernel_init=self.kernel_init, conv_general_dilated=layers.few_channel_conv,
+                     name=f"model_{index}")(x)
     if kind in ("conv3", "conv3s2"):
       return nn.Conv(features, (3, 3), strides=2 if kind == "conv3s2" else 1,
                      padding=((1, 1), (1, 1)), dtype=self.dtype, kernel_init=self.kernel_init,
