@@ -100,6 +100,7 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from i2i_jax.configs import cut as cut_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax.configs import vsait as vsait_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from i2i_jax import compile_options  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import convert_cut  # pylint: disable=g-import-not-at-top,wrong-import-position
 from i2i_jax import losses_cut  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -433,7 +434,7 @@ def run_cut_case(case: CutCase, args) -> dict[str, object]:
   model.netF.forward = sample_replaying
   official_fn = model.optimize_parameters
   step = jax.jit(functools.partial(cut_family.train_step, fns=fns), donate_argnums=0,
-                 compiler_options=train.cpu_compiler_options(config))  # as the train CLI
+                 compiler_options=compile_options.cpu_compiler_options(config))  # as the train CLI
   batch = jax.device_put(images)
   our_losses = []
 

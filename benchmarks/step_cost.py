@@ -28,6 +28,7 @@ import numpy as np
 
 import toy_world_table
 
+from i2i_jax import compile_options
 from i2i_jax import families
 from i2i_jax import sharding
 from i2i_jax import train
@@ -90,7 +91,7 @@ def compiled_step(config):
   step = jax.jit(functools.partial(family.train_step, fns=fns),
                  in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, None), donate_argnums=0)
-  step = step.lower(state, batch).compile(compiler_options=train.cpu_compiler_options(config))
+  step = step.lower(state, batch).compile(compiler_options=compile_options.cpu_compiler_options(config))
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   return step, state, batch

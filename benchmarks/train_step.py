@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2i_jax import compile_options
 from i2i_jax import sharding
-from i2i_jax import train
 from i2i_jax.families import vsait as vsait_family
 from i2i_jax.models import vsait
 
@@ -109,7 +109,7 @@ def compiled_step(name: str, compute_dtype: str | None, batch_size: int | None =
   start = time.perf_counter()
   # The config's CPU compiler options, as the train CLI compiles it.
   compiled = step.lower(state, batch).compile(
-      compiler_options=train.cpu_compiler_options(config) if cpu_compiler_options else None)
+      compiler_options=compile_options.cpu_compiler_options(config) if cpu_compiler_options else None)
   state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)
   row = {"config": name, "batch": batch_size, "crop": f"{height}x{width}",
@@ -198,7 +198,7 @@ def compare_cpu_compiler_options(args) -> None:
   print("| config | batch | options | steps/s without | steps/s with | with / without |")
   print("|---|---:|---|---:|---:|---:|")
   for name in filter(None, args.configs.split(",")):
-    options = train.cpu_compiler_options(_load(name, args.compute_dtype))
+    options = compile_options.cpu_compiler_options(_load(name, args.compute_dtype))
     if not options:
       continue
     variants = [list(compiled_step(name, args.compute_dtype, cpu_compiler_options=use))

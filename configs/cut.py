@@ -17,7 +17,8 @@ import ml_collections
 
 from i2i_jax.configs import vsait
 
-# XLA options of the train step when JAX runs on CPU (config.cpu_compiler_options):
+# XLA options of the train step and the translator when JAX runs on CPU
+# (config.cpu_compiler_options):
 # convolutions to XLA:CPU's own kernels, matrix products and reductions to
 # YNNPACK. The generators' unpadded convs on reflection-padded maps run 2-4x
 # faster there than in YNNPACK's fusions; without them the CUT step at 256x256

@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   # data loading included; 0 steps = off. Start after compilation and warm-up.
   config.profile_steps = 0
   config.profile_start_step = 10
-  # XLA compiler options for the train step when JAX runs on CPU (ignored on
+  # XLA compiler options for the train step and the translator on CPU (ignored on
   # GPU/TPU), e.g. {"xla_cpu_experimental_ynn_fusion_type": "..."}: which
   # kernel library takes which ops. None by default; configs/demo.py sets one.
   config.cpu_compiler_options = ml_collections.ConfigDict()

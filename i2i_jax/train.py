@@ -58,6 +58,7 @@ from PIL import Image
 
 from i2i_jax import checkpoint
 from i2i_jax import cli
+from i2i_jax import compile_options
 from i2i_jax import evaluators
 from i2i_jax import families
 from i2i_jax import metric_writer
@@ -214,31 +215,6 @@ def format_duration(seconds: float) -> str:
   return str(datetime.timedelta(seconds=round(seconds)))
 
 
-def cpu_compiler_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """The options of config.cpu_compiler_options that this XLA takes, on CPU; else None.
-
-  XLA options for compiling the train step (`Lowered.compile(compiler_options=)`),
-  e.g. the demo's choice of kernels for its small convolutions; GPU and TPU
-  compiles never get them, nor do config files written before the key existed.
-  They choose how, not what, XLA computes, so an option this jaxlib refuses (a
-  name or value of another version) is logged as a warning naming the key and
-  left out rather than failing the run.
-  """
-  options = dict(config.get("cpu_compiler_options", None) or {})
-  if not options or jax.default_backend() != "cpu":
-    return None
-  trivial = jax.jit(lambda x: x).lower(np.zeros((), np.float32))
-  usable = {}
-  for name, value in options.items():
-    try:
-      trivial.compile(compiler_options={name: value})
-      usable[name] = value
-    except jax.errors.JaxRuntimeError as e:
-      logging.warning("config.cpu_compiler_options.%s=%r left out: this XLA refuses it (%s)",
-                      name, value, str(e).split(": ", 1)[-1])
-  return usable or None
-
-
 def _compile(train_step, state: Any, batch: dict[str, jax.Array],
              compiler_options: dict[str, Any] | None):
   """The compiled train step for these shapes, with the compile time logged."""
@@ -329,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, None), donate_argnums=0)
   translate = jax.jit(functools.partial(family.translate, fns=fns))
-  compiler_options = cpu_compiler_options(config)
+  compiler_options = compile_options.cpu_compiler_options(config)
   batches = sharding.prefetch_global_batches(data_iterator, family.batch_keys(fns), mesh,
                                              config.data.get("device_prefetch", 2))
 

@@ -36,6 +36,7 @@ import tqdm
 
 from i2i_jax import checkpoint as checkpoint_lib
 from i2i_jax import codecs
+from i2i_jax import compile_options
 from i2i_jax import output_tree
 from i2i_jax import sharding
 from i2i_jax.data import sources
@@ -105,6 +106,8 @@ class Translator:
     bucket_multiple: H and W are padded to multiples of this (a multiple of 4;
       larger values mean fewer compiled shapes and more padding).
     mesh: the 1-D ("data",) mesh over the devices.
+    compiler_options: the run's `config.cpu_compiler_options` that this XLA
+      takes, on CPU (`compile_options.cpu_compiler_options`); else None.
   """
 
   def __init__(self, checkpoint: epath.PathLike | checkpoint_lib.LoadedGenerator, *,
@@ -150,6 +153,7 @@ class Translator:
                                                    labels),
         in_shardings=(replicated, self._batch_sharding, self._batch_sharding),
         out_shardings=self._batch_sharding)
+    self.compiler_options = compile_options.cpu_compiler_options(self.generator.config)
     self._compiled: dict[tuple[tuple[int, ...], str, bool], Any] = {}
 
   @property
@@ -215,7 +219,8 @@ class Translator:
       abstract = lambda x: None if x is None else jax.ShapeDtypeStruct(
           x.shape, x.dtype, sharding=self._batch_sharding)
       self._compiled[key] = self._jitted.lower(self._variables, abstract(batch),
-                                               abstract(labels)).compile()
+                                               abstract(labels)).compile(
+                                                   compiler_options=self.compiler_options)
     images, labels = jax.device_put((batch, labels), self._batch_sharding)
     return PendingTranslation(self._compiled[key](self._variables, images, labels), sizes)
 

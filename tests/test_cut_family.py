@@ -21,6 +21,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from i2i_jax import checkpoint
+from i2i_jax import compile_options
 from i2i_jax import families
 from i2i_jax import metric_writer
 from i2i_jax import train
@@ -74,8 +75,9 @@ def test_cut_trains_resumes_bit_exactly_and_translates_through_the_checkpoint(tm
   loaded = checkpoint.load_generator(tmp_path / "resumed")
   assert loaded.step == 4 and isinstance(loaded.module, cut.ResnetGenerator)
   images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
-  translated = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=16).translate(
-      images)
+  translator = translator_lib.Translator(loaded, batch_size=8, bucket_multiple=16)
+  assert translator.compiler_options == cut_config.CPU_COMPILER_OPTIONS  # as the train step
+  translated = translator.translate(images)
   fns = cut_family.make_step_functions(_config(total_steps=4))
   expected = cut_family.translate(jax.device_get(straight.variables), images / 127.5 - 1.0, fns)
   expected = np.clip(np.round((np.asarray(expected) + 1) * 127.5), 0, 255)
@@ -98,7 +100,7 @@ def test_cut_configs_compile_with_xla_cpus_own_convolutions():
   """The generator's unpadded convs are fast on CPU only in XLA's own kernels: a
   jaxlib that no longer takes the option would cost ~1.7x a step, so it fails here."""
   for config in (cut_config.get_config(), cut_tiny.get_config(), cyclegan_config.get_config()):
-    assert train.cpu_compiler_options(config) == cut_config.CPU_COMPILER_OPTIONS
+    assert compile_options.cpu_compiler_options(config) == cut_config.CPU_COMPILER_OPTIONS
 
 
 def _run(module, *args):

@@ -21,6 +21,7 @@ import pytest
 
 from i2i_jax.configs import tiny
 from i2i_jax import checkpoint
+from i2i_jax import compile_options
 from i2i_jax import metric_writer
 from i2i_jax import train
 from i2i_jax.families import vsait as vsait_family
@@ -201,19 +202,19 @@ def _files(directory):
 def test_cpu_compiler_options_keep_what_xla_takes_and_name_what_it_refuses(caplog):
   """A refused option (another jaxlib's name or value) is left out with a warning naming it."""
   config = _config()
-  assert train.cpu_compiler_options(config) is None  # none by default
+  assert compile_options.cpu_compiler_options(config) is None  # none by default
   config.cpu_compiler_options = dict(
       xla_cpu_experimental_ynn_fusion_type="LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
       xla_cpu_option_of_another_version=True, xla_cpu_use_xnnpack="sometimes")
   with caplog.at_level(logging.WARNING):
-    assert train.cpu_compiler_options(config) == dict(
+    assert compile_options.cpu_compiler_options(config) == dict(
         xla_cpu_experimental_ynn_fusion_type="LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   assert len(warnings) == 2
   assert warnings[0].startswith("config.cpu_compiler_options.xla_cpu_option_of_another_version")
   assert warnings[1].startswith("config.cpu_compiler_options.xla_cpu_use_xnnpack='sometimes'")
   del config.cpu_compiler_options  # a config file older than the key
-  assert train.cpu_compiler_options(config) is None
+  assert compile_options.cpu_compiler_options(config) is None
 
 
 def test_format_duration_counts_days():
