@@ -173,22 +173,34 @@ def test_patch_sampler_gradient_is_finite_at_a_zero_feature():
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("in_channels,out_channels", [(3, 8), (8, 3)])
-def test_few_channel_conv_is_the_plain_conv(in_channels, out_channels):
-  """The 7x7 conv from (to) RGB with its shift-sum input gradient (forward) on CPU:
-  value and both gradients those of `lax.conv_general_dilated`, in float64."""
-  plain = nn.Conv(out_channels, (7, 7), padding="VALID", param_dtype=jnp.float64,
+@pytest.mark.parametrize("in_channels,out_channels,kernel,padding,batch", [
+    (3, 8, 7, "VALID", 2),                  # the first 7x7 conv: shift-sum input gradient
+    (8, 3, 7, "VALID", 2),                  # the last 7x7 conv: shift-sum forward
+    (5, 6, 3, "VALID", 3),                  # a residual conv: batch-stacked kernel gradient
+    (5, 6, 3, ((1, 1), (1, 1)), 2),         # a zero-padded 3x3 conv
+    (3, 8, 4, ((2, 1), (0, 3)), 2),         # uneven padding, even kernel, few inputs
+    (8, 3, 3, ((1, 1), (1, 1)), 1),         # one image: XLA's kernel gradient
+])
+def test_cpu_tuned_conv_is_the_plain_conv(in_channels, out_channels, kernel, padding, batch):
+  """The CPU conv's forward and both gradients (shift-sums for the few-channel side, the
+  batch stacked along H for the kernel gradient) are those of `lax.conv_general_dilated`,
+  in float64."""
+  plain = nn.Conv(out_channels, (kernel, kernel), padding=padding, param_dtype=jnp.float64,
                   dtype=jnp.float64)
-  few = plain.clone(conv_general_dilated=layers.few_channel_conv)
+  tuned = plain.clone(conv_general_dilated=layers.cpu_tuned_conv)
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
-    images = jnp.asarray(rng.standard_normal((2, 11, 10, in_channels)))
-    cotangent = jnp.asarray(rng.standard_normal((2, 5, 4, out_channels)))
+    images = jnp.asarray(rng.standard_normal((batch, 11, 10, in_channels)))
     params = plain.init(jax.random.key(0), images)
+    cotangent = jnp.asarray(rng.standard_normal(plain.apply(params, images).shape))
     results = [jax.value_and_grad(lambda p, x: jnp.sum(conv.apply(p, x) * cotangent),
-                                  argnums=(0, 1))(params, images) for conv in (plain, few)]
+                                  argnums=(0, 1))(params, images) for conv in (plain, tuned)]
     for ours, expected in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0])):
       np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="unpadded, stride-1"):
-      plain.clone(conv_general_dilated=layers.few_channel_conv, padding="SAME").init(
-          jax.random.key(0), images)
+
+
+def test_cpu_tuned_conv_refuses_what_it_does_not_compute():
+  images = jnp.zeros((2, 11, 10, 3))
+  for conv in (nn.Conv(4, (3, 3), padding="SAME"), nn.Conv(4, (3, 3), strides=2, padding="VALID")):
+    with pytest.raises(ValueError, match="stride-1, ungrouped NHWC/HWIO"):
+      conv.clone(conv_general_dilated=layers.cpu_tuned_conv).init(jax.random.key(0), images)

@@ -152,7 +152,7 @@ class ResnetBlock(nn.Module):
     y = x
     for index in (1, 5):
       y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
-                  kernel_init=self.kernel_init,
+                  kernel_init=self.kernel_init, conv_general_dilated=layers.cpu_tuned_conv,
                   name=f"conv_block_{index}")(layers.reflect_pad(y, 1))
       y = layers.instance_norm(y)
       if index == 1:
@@ -235,11 +235,13 @@ class ResnetGenerator(nn.Module):
   def _apply_layer(self, index: int, kind: str, features: int, x: jax.Array) -> jax.Array:
     if kind == "conv7":  # on the reflection-padded input
       return nn.Conv(features, (7, 7), padding="VALID", dtype=self.dtype,
-                     kernel_init=self.kernel_init, conv_general_dilated=layers.few_channel_conv,
+                     kernel_init=self.kernel_init, conv_general_dilated=layers.cpu_tuned_conv,
                      name=f"model_{index}")(x)
     if kind in ("conv3", "conv3s2"):
       return nn.Conv(features, (3, 3), strides=2 if kind == "conv3s2" else 1,
                      padding=((1, 1), (1, 1)), dtype=self.dtype, kernel_init=self.kernel_init,
+                     conv_general_dilated=(layers.cpu_tuned_conv if kind == "conv3"
+                                           else jax.lax.conv_general_dilated),
                      name=f"model_{index}")(x)
     if kind == "convT":
       # PyTorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): the

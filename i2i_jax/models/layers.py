@@ -5,6 +5,8 @@ parity (reflection padding, `InstanceNorm2d` without affine parameters, Xavier
 initialisation with gain 0.2); they are spelled out here once.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -65,6 +67,12 @@ def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return ((wide - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
+# Convs with at most this many channels on a side run that side as a shift-sum on CPU.
+FEW_CHANNELS = 4
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
 def _shift_sum_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Unpadded, stride-1 conv as one matmul over input channels and a sum of shifted taps.
 
@@ -88,50 +96,89 @@ def _shift_sum_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return out
 
 
-def _nhwc_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+def _nhwc_conv(x: jax.Array, kernel: jax.Array, padding: Padding = ((0, 0), (0, 0))) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@jax.custom_vjp
-def _few_channel_conv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`_nhwc_conv` with a shift-sum forward (few output channels) or input gradient (few inputs)."""
-  if kernel.shape[3] < kernel.shape[2]:
-    return _shift_sum_conv(x, kernel)
-  return _nhwc_conv(x, kernel)
+def _zero_pad(x: jax.Array, padding: Padding) -> jax.Array:
+  return jnp.pad(x, ((0, 0), *padding, (0, 0))) if any(map(any, padding)) else x
 
 
-def _few_channel_conv_cpu_grad(residuals, grad):
+def _batch_stacked_kernel_grad(padding: Padding, x: jax.Array, kernel: jax.Array,
+                               grad: jax.Array) -> jax.Array:
+  """The kernel gradient of `_nhwc_conv(x, kernel, padding)`, with the batch stacked along H.
+
+  The B padded inputs, one above the other, are one [1, B * H_pad, W_pad, C_in]
+  image (a free reshape), and the output gradient gets kh - 1 zero rows under
+  each image's rows (the outputs whose windows straddle two images), so one
+  conv of batch 1 gives the kernel gradient: XLA:CPU computes it 1.2-1.6x
+  faster than that of the batch-B conv, whose layout puts the batch in the
+  innermost dimension (benchmarks/RESULTS.md). Same sums in another order.
+  """
+  kh = kernel.shape[0]
+  padded = _zero_pad(x, padding)
+  batch, padded_h, padded_w, in_channels = padded.shape
+  framed = jnp.pad(grad, ((0, 0), (0, kh - 1), (0, 0), (0, 0)))
+  stacked_grad = framed.reshape(1, batch * padded_h, *grad.shape[2:])[:, :batch * padded_h - kh + 1]
+  stacked_x = padded.reshape(1, batch * padded_h, padded_w, in_channels)
+  return jax.vjp(lambda k: _nhwc_conv(stacked_x, k), kernel)[1](stacked_grad)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _cpu_conv(padding: Padding, x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`_nhwc_conv`, as a shift-sum when it has few output channels."""
+  if kernel.shape[3] <= FEW_CHANNELS < kernel.shape[2]:
+    return _shift_sum_conv(_zero_pad(x, padding), kernel)
+  return _nhwc_conv(x, kernel, padding)
+
+
+def _cpu_conv_grad(padding: Padding, residuals, grad):
   x, kernel = residuals
-  kh, kw = kernel.shape[:2]
-  x_grad, kernel_grad = jax.vjp(_nhwc_conv, x, kernel)[1](grad)
-  if kernel.shape[2] < kernel.shape[3]:
-    # The input gradient is the full correlation of `grad` with the kernel
-    # flipped in space and in/out swapped: a conv with few output channels.
-    padded = jnp.pad(grad, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    x_grad = _shift_sum_conv(padded, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  kh, kw, in_channels, out_channels = kernel.shape
+  if in_channels <= FEW_CHANNELS < out_channels:
+    # The padded input's gradient is the full correlation of `grad` with the
+    # kernel flipped in space and in/out swapped: a conv with few output
+    # channels; the padding's rows and columns are then dropped.
+    framed = jnp.pad(grad, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    padded_grad = _shift_sum_conv(framed, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+    (top, _), (left, _) = padding
+    x_grad = padded_grad[:, top:top + x.shape[1], left:left + x.shape[2]]
+  else:
+    x_grad = jax.vjp(lambda v: _nhwc_conv(v, kernel, padding), x)[1](grad)[0]
+  if x.shape[0] > 1:
+    kernel_grad = _batch_stacked_kernel_grad(padding, x, kernel, grad)
+  else:
+    kernel_grad = jax.vjp(lambda k: _nhwc_conv(x, k, padding), kernel)[1](grad)[0]
   return x_grad, kernel_grad
 
 
-_few_channel_conv_cpu.defvjp(lambda x, kernel: (_few_channel_conv_cpu(x, kernel), (x, kernel)),
-                             _few_channel_conv_cpu_grad)
+_cpu_conv.defvjp(lambda padding, x, kernel: (_cpu_conv(padding, x, kernel), (x, kernel)),
+                 _cpu_conv_grad)
 
 
-def few_channel_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
-                     rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-                     precision=None) -> jax.Array:
-  """`lax.conv_general_dilated` for unpadded, stride-1 NHWC convs with few in or out channels.
+def cpu_tuned_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+                   rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                   precision=None) -> jax.Array:
+  """`lax.conv_general_dilated` for stride-1 NHWC convs, with CPU-friendly gradients.
 
-  A drop-in for `nn.Conv(conv_general_dilated=...)` (e.g. a 7x7 conv from or to
-  RGB). On CPU the side with few channels goes through `_shift_sum_conv`
-  (the forward when the outputs are few, the input gradient when the inputs
-  are): XLA:CPU's own kernels run those convs at a tenth of its matmul rate
-  (benchmarks/RESULTS.md). Elsewhere it is the plain conv. Same values up to
-  float rounding.
+  A drop-in for `nn.Conv(conv_general_dilated=...)` with "VALID" or explicit
+  zero padding. On CPU: the kernel gradient of a batch of several images is
+  that of one image made of the batch stacked along H
+  (`_batch_stacked_kernel_grad`); a side with at most `FEW_CHANNELS` channels
+  (a 7x7 conv from or to RGB: the forward when the outputs are few, the input
+  gradient when the inputs are) is one matmul over channels and a sum of the
+  shifted taps (`_shift_sum_conv`), which XLA:CPU's own conv kernels run at a
+  tenth of its matmul rate. Elsewhere it is the plain conv. Same values up to
+  float rounding (benchmarks/RESULTS.md).
   """
   del lhs_dilation, rhs_dilation, precision  # none (checked by the caller's layer: 1, default)
-  if (tuple(window_strides) != (1, 1) or padding != "VALID" or feature_group_count != 1
+  if (tuple(window_strides) != (1, 1) or isinstance(padding, str) and padding != "VALID"
+      or feature_group_count != 1
       or tuple(dimension_numbers.lhs_spec) != (0, 3, 1, 2)
       or tuple(dimension_numbers.rhs_spec) != (3, 2, 0, 1)):
-    raise ValueError("few_channel_conv supports unpadded, stride-1, ungrouped NHWC/HWIO convs")
-  return jax.lax.platform_dependent(lhs, rhs, cpu=_few_channel_conv_cpu, default=_nhwc_conv)
+    raise ValueError("cpu_tuned_conv supports stride-1, ungrouped NHWC/HWIO convs with "
+                     "'VALID' or explicit padding")
+  padding = ((0, 0), (0, 0)) if padding == "VALID" else tuple(tuple(pair) for pair in padding)
+  return jax.lax.platform_dependent(lhs, rhs, cpu=functools.partial(_cpu_conv, padding),
+                                    default=functools.partial(_nhwc_conv, padding=padding))
