@@ -176,8 +176,8 @@ def test_patch_sampler_gradient_is_finite_at_a_zero_feature():
 @pytest.mark.parametrize("in_channels,out_channels,kernel,padding,batch", [
     (3, 8, 7, "VALID", 2),                  # the first 7x7 conv: shift-sum input gradient
     (8, 3, 7, "VALID", 2),                  # the last 7x7 conv: shift-sum forward
-    (5, 6, 3, "VALID", 3),                  # a residual conv: batch-stacked kernel gradient
-    (5, 6, 3, ((1, 1), (1, 1)), 2),         # a zero-padded 3x3 conv
+    (5, 6, 3, "VALID", 3),                  # batch-stacked kernel gradient, unpadded
+    (5, 6, 3, ((1, 1), (1, 1)), 2),         # the same, zero-padded
     (3, 8, 4, ((2, 1), (0, 3)), 2),         # uneven padding, even kernel, few inputs
     (8, 3, 3, ((1, 1), (1, 1)), 1),         # one image: XLA's kernel gradient
 ])

@@ -152,7 +152,7 @@ class ResnetBlock(nn.Module):
     y = x
     for index in (1, 5):
       y = nn.Conv(features, (3, 3), padding="VALID", dtype=self.dtype,
-                  kernel_init=self.kernel_init, conv_general_dilated=layers.cpu_tuned_conv,
+                  kernel_init=self.kernel_init,
                   name=f"conv_block_{index}")(layers.reflect_pad(y, 1))
       y = layers.instance_norm(y)
       if index == 1:

@@ -146,7 +146,7 @@ def _cpu_conv_grad(padding: Padding, residuals, grad):
     x_grad = padded_grad[:, top:top + x.shape[1], left:left + x.shape[2]]
   else:
     x_grad = jax.vjp(lambda v: _nhwc_conv(v, kernel, padding), x)[1](grad)[0]
-  if x.shape[0] > 1:
+  if x.shape[0] > 1 and out_channels > FEW_CHANNELS:
     kernel_grad = _batch_stacked_kernel_grad(padding, x, kernel, grad)
   else:
     kernel_grad = jax.vjp(lambda k: _nhwc_conv(x, k, padding), kernel)[1](grad)[0]
@@ -165,7 +165,8 @@ def cpu_tuned_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_
   A drop-in for `nn.Conv(conv_general_dilated=...)` with "VALID" or explicit
   zero padding. On CPU: the kernel gradient of a batch of several images is
   that of one image made of the batch stacked along H
-  (`_batch_stacked_kernel_grad`); a side with at most `FEW_CHANNELS` channels
+  (`_batch_stacked_kernel_grad`; not for few output channels, where it is
+  slower); a side with at most `FEW_CHANNELS` channels
   (a 7x7 conv from or to RGB: the forward when the outputs are few, the input
   gradient when the inputs are) is one matmul over channels and a sum of the
   shifted taps (`_shift_sum_conv`), which XLA:CPU's own conv kernels run at a
