@@ -112,7 +112,7 @@ def _batch_stacked_kernel_grad(padding: Padding, x: jax.Array, kernel: jax.Array
   The B padded inputs, one above the other, are one [1, B * H_pad, W_pad, C_in]
   image (a free reshape), and the output gradient gets kh - 1 zero rows under
   each image's rows (the outputs whose windows straddle two images), so one
-  conv of batch 1 gives the kernel gradient: XLA:CPU computes it 1.2-1.6x
+  conv of batch 1 gives the kernel gradient: XLA:CPU computes it 1.2-1.5x
   faster than that of the batch-B conv, whose layout puts the batch in the
   innermost dimension (benchmarks/RESULTS.md). Same sums in another order.
   """
@@ -163,15 +163,16 @@ def cpu_tuned_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_
   """`lax.conv_general_dilated` for stride-1 NHWC convs, with CPU-friendly gradients.
 
   A drop-in for `nn.Conv(conv_general_dilated=...)` with "VALID" or explicit
-  zero padding. On CPU: the kernel gradient of a batch of several images is
-  that of one image made of the batch stacked along H
-  (`_batch_stacked_kernel_grad`; not for few output channels, where it is
-  slower); a side with at most `FEW_CHANNELS` channels
-  (a 7x7 conv from or to RGB: the forward when the outputs are few, the input
-  gradient when the inputs are) is one matmul over channels and a sum of the
-  shifted taps (`_shift_sum_conv`), which XLA:CPU's own conv kernels run at a
-  tenth of its matmul rate. Elsewhere it is the plain conv. Same values up to
-  float rounding (benchmarks/RESULTS.md).
+  zero padding. On CPU (elsewhere it is the plain conv):
+  - a side with at most `FEW_CHANNELS` channels (a 7x7 conv from or to RGB:
+    the forward when the outputs are few, the input gradient when the inputs
+    are) is one matmul over channels and a sum of the shifted taps
+    (`_shift_sum_conv`); XLA:CPU's own conv kernels run it at a tenth of its
+    matmul rate;
+  - the kernel gradient of a batch of several images (more than
+    `FEW_CHANNELS` outputs) is that of one image made of the batch stacked
+    along H (`_batch_stacked_kernel_grad`).
+  Same values up to float rounding (`benchmarks/cpu_conv_grads.py`).
   """
   del lhs_dilation, rhs_dilation, precision  # none (checked by the caller's layer: 1, default)
   if (tuple(window_strides) != (1, 1) or isinstance(padding, str) and padding != "VALID"
